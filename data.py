@@ -1,0 +1,235 @@
+"""Datasets as whole tensors on the training device, and a loader that slices them.
+
+Every dataset is decoded once, normalised once with its training set's
+per-channel mean and std, and held on the device (airbench style): an epoch is
+a `randperm` and a gather per batch, with no workers and no per-sample transforms.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DATASETS = ("cifar10", "folder", "synthetic")
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
+
+
+class DataError(Exception):
+    """A problem with the data that the user can fix; its message is one line."""
+
+
+@dataclass
+class Dataset:
+    x_train: torch.Tensor  # float32 (N, C, H, W), normalised
+    y_train: torch.Tensor  # int64 (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list
+    label: str  # how results name the data, e.g. "CIFAR-10 (JPEG copy)"
+
+    @property
+    def input_size(self):
+        return self.x_train[0].numel()
+
+
+class TensorLoader:
+    """Batches of (x, y) sliced from tensors; a fresh seeded permutation each epoch if shuffle.
+
+    Re-iterable like a DataLoader. A final training batch of one sample is dropped,
+    since BatchNorm cannot normalise a single sample.
+    """
+
+    def __init__(self, x, y, batch_size=128, shuffle=False, seed=0):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        n, b = len(self.y), self.batch_size
+        return n // b + (n % b > (1 if self.shuffle else 0))
+
+    def __iter__(self):
+        n = len(self.y)
+        if not self.shuffle:
+            for i in range(0, n, self.batch_size):
+                yield self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
+            return
+        perm = torch.randperm(n, generator=self.generator).to(self.x.device)
+        for i in range(0, n - 1 if n % self.batch_size == 1 else n, self.batch_size):
+            idx = perm[i:i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def load_dataset(name, data_dir="./data", device="cpu", train_size=None, test_size=None,
+                 seed=0, cache_dir=None):
+    """The named dataset ('cifar10', 'folder' or 'synthetic') as a device-resident `Dataset`."""
+    if name == "cifar10":
+        (xtr, ytr), (xte, yte) = read_cifar10(data_dir)
+        classes, label = CIFAR10_CLASSES, "CIFAR-10"
+    elif name == "folder":
+        (xtr, ytr), (xte, yte), classes, label = read_image_folder(data_dir, cache_dir)
+    elif name == "synthetic":
+        return make_synthetic(train_size or 50_000, test_size or 10_000, seed=seed, device=device)
+    else:
+        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    xtr, ytr = _subset(xtr, ytr, train_size, seed)
+    xte, yte = _subset(xte, yte, test_size, seed)
+    mean, std = _channel_stats(xtr)
+    return Dataset(_normalise(xtr, mean, std, device), ytr.to(device),
+                   _normalise(xte, mean, std, device), yte.to(device), classes, label)
+
+
+def _subset(x, y, size, seed):
+    """A seeded random subset (image folders are sorted by class, so a prefix would not do)."""
+    if size is None or size >= len(y):
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
+    return x[idx], y[idx]
+
+
+def _channel_stats(x_uint8):
+    x = x_uint8.float().div_(255)
+    dims = (0, 2, 3)
+    return x.mean(dims, keepdim=True), x.std(dims, keepdim=True).clamp_min(1e-6)
+
+
+def _normalise(x_uint8, mean, std, device):
+    return x_uint8.to(device).float().div_(255).sub_(mean.to(device)).div_(std.to(device))
+
+
+# --- CIFAR-10 through torchvision -------------------------------------------------
+def read_cifar10(data_dir):
+    """uint8 NCHW tensors of CIFAR-10, downloaded into data_dir on first use."""
+    import torchvision
+    try:
+        sets = [torchvision.datasets.CIFAR10(root=str(data_dir), train=t, download=True)
+                for t in (True, False)]
+    except Exception as e:  # no network, unwritable folder, corrupt archive
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"CIFAR-10 is not in {data_dir} and could not be downloaded ({reason}); put "
+            f"cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder in {data_dir}, "
+            f"or use --dataset folder --data-dir DIR with an ImageFolder copy") from None
+    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(),
+             torch.tensor(s.targets, dtype=torch.long)) for s in sets]
+
+
+# --- ImageFolder layout: DIR/{train,test}/<class>/<image> ----------------------------
+def read_image_folder(root, cache_dir=None):
+    """Decode DIR/train and DIR/test once, then reuse a cached tensor file keyed by the listing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"--data-dir {root} does not exist; point it at a folder with train/ and "
+                        f"test/ subfolders of class folders")
+    listing = {split: _list_split(root, split) for split in ("train", "test")}
+    classes = sorted({c for _, c in listing["train"]})
+    unknown = sorted({c for _, c in listing["test"]} - set(classes))
+    if unknown:
+        raise DataError(f"{root}/test has classes not in {root}/train: {', '.join(unknown)}")
+    key = hashlib.sha1(repr([(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                             for split in listing.values() for p, _ in split]).encode()).hexdigest()
+    cache = Path(cache_dir or default_cache_dir()) / f"imagefolder-{key[:16]}.pt"
+    if cache.exists():
+        try:
+            blob = torch.load(cache)
+            return blob["train"], blob["test"], blob["classes"], blob["label"]
+        except Exception:
+            pass  # unreadable cache: decode again and rewrite it
+    index = {c: i for i, c in enumerate(classes)}
+    train, test = (_decode(listing[s], index) for s in ("train", "test"))
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"train images are {_shape(train[0][0])} but test images are "
+                        f"{_shape(test[0][0])}; all images must have one size")
+    jpeg = all(p.suffix.lower() in (".jpg", ".jpeg") for s in listing.values() for p, _ in s)
+    label = ("CIFAR-10 (JPEG copy)" if classes == CIFAR10_CLASSES and jpeg
+             else f"image folder {root.name}")
+    _save_cache(cache, {"train": train, "test": test, "classes": classes, "label": label})
+    return train, test, classes, label
+
+
+def default_cache_dir():
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alternating-freeze"
+
+
+def _list_split(root, split):
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"{root} has no {split}/ subfolder; expected {root}/{split}/<class>/<image>")
+    files = []
+    for class_dir in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if not class_dir.is_dir():
+            raise DataError(f"{class_dir} is a file; {folder} must hold only class folders")
+        for f in sorted(class_dir.iterdir()):
+            if f.name.startswith("."):
+                continue
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{f} is not an image (expected {', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                f"remove it from the dataset folder")
+            files.append((f, class_dir.name))
+    if not files:
+        raise DataError(f"{folder} holds no images; expected {folder}/<class>/<image>")
+    return files
+
+
+def _decode(files, class_index):
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    images, labels, first = [], [], None
+    for path, cls in files:
+        try:
+            img = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+        except Exception:
+            raise DataError(f"{path} could not be decoded as an image; remove or replace it") from None
+        if first is None:
+            first = (path, img.shape)
+        elif img.shape != first[1]:
+            raise DataError(f"{path} is {_shape(img)} but {first[0]} is {_shape(first[1])}; "
+                            f"all images must have one size (resize them first)")
+        images.append(img)
+        labels.append(class_index[cls])
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _shape(img_or_shape):
+    c, h, w = tuple(img_or_shape.shape if hasattr(img_or_shape, "shape") else img_or_shape)
+    return f"{w}x{h} with {c} channel{'s' if c > 1 else ''}"
+
+
+def _save_cache(path, blob):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache is an optimisation: a read-only home only costs the next run a decode
+
+
+# --- synthetic CIFAR-shaped data --------------------------------------------------
+def make_synthetic(n_train=50_000, n_test=10_000, seed=0, device="cpu", shape=(3, 32, 32),
+                   num_classes=10):
+    """Learnable CIFAR-shaped data generated from `seed`, with no files.
+
+    Class means in a 32-dimensional latent space, pushed through a fixed random
+    nonlinear map into pixel space, plus pixel noise: an MLP learns it well but
+    not perfectly, so strategies can differ.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dim, latent = int(torch.tensor(shape).prod()), 32
+    means = torch.randn(num_classes, latent, generator=g) * 0.4
+    mix = torch.randn(latent, dim, generator=g) / latent ** 0.5
+
+    def sample(n):
+        y = torch.randint(num_classes, (n,), generator=g)
+        z = means[y] + torch.randn(n, latent, generator=g)
+        x = torch.tanh(z @ mix) + 0.5 * torch.randn(n, dim, generator=g)
+        return x.view(n, *shape), y
+
+    (xtr, ytr), (xte, yte) = sample(n_train), sample(n_test)
+    mean, std = xtr.mean((0, 2, 3), keepdim=True), xtr.std((0, 2, 3), keepdim=True)
+    norm = lambda x: ((x - mean) / std).to(device)  # noqa: E731
+    return Dataset(norm(xtr), ytr.to(device), norm(xte), yte.to(device),
+                   [f"class {i}" for i in range(num_classes)], "synthetic CIFAR-shaped")
