@@ -1,0 +1,60 @@
+import math
+
+import pytest
+
+from stats import format_table, mean_ci, summarize, t_quantile_975
+
+
+def test_t_quantiles():
+    assert t_quantile_975(1) == 12.706
+    assert t_quantile_975(4) == 2.776
+    assert t_quantile_975(1e9) == pytest.approx(1.96, abs=1e-3)
+    assert 2.179 > t_quantile_975(13) > 2.131  # interpolated between table rows 12 and 15
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_mean_ci_by_hand():
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    half = 4.303 * 1.0 / math.sqrt(3)  # sd 1, n 3, df 2
+    assert (m, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert mean_ci([5.0]) == (5.0, None, None)
+
+
+def _run(strategy, seed, accs, time=1.0, diverged=False, flops=10.0):
+    n = len(accs)
+    return {"strategy": strategy, "seed": seed, "history": {
+        "epoch": list(range(1, n + 1)), "test_acc": accs, "epoch_time_s": [time] * n,
+        "train_flops": [flops] * n, "param_updates": [100] * n,
+        "diverged": [False] * (n - 1) + [diverged]}}
+
+
+def test_paired_difference_uses_per_seed_pairs():
+    # strategy b is exactly 1 point above a on every seed, although seeds vary a lot:
+    # paired CI is a point, an unpaired comparison would be wide
+    runs = [_run("standard", s, [50, 60 + 5 * s]) for s in range(3)]
+    runs += [_run("b", s, [50, 61 + 5 * s], time=0.5, flops=7.0) for s in range(3)]
+    s = summarize(runs)
+    d = s["strategies"]["b"]["diff_vs_standard"]
+    assert d["mean"] == pytest.approx(1.0) and d["ci95_low"] == pytest.approx(1.0)
+    assert d["pairs"] == 3
+    assert s["strategies"]["b"]["time_ratio"] == pytest.approx(0.5)
+    assert s["strategies"]["b"]["flops_ratio"] == pytest.approx(0.7)
+    assert s["strategies"]["standard"]["final_acc_std"] == pytest.approx(5.0)
+    assert s["target_acc"] == pytest.approx(0.95 * 65)
+    # standard reaches 61.75 at epoch 2 on seeds 1 and 2 only
+    assert s["strategies"]["standard"]["reached_target"] == 2
+
+
+def test_diverged_runs_are_counted_not_averaged():
+    runs = [_run("standard", s, [50, 60]) for s in range(2)]
+    runs += [_run("b", 0, [50, 61]), _run("b", 1, [10, float("nan")], diverged=True)]
+    s = summarize(runs)["strategies"]["b"]
+    assert s["diverged"] == 1 and s["final_acc_mean"] == 61
+    assert "(diverged)" in format_table(summarize(runs))
+
+
+def test_single_seed_says_no_interval():
+    runs = [_run("standard", 0, [50, 60]), _run("b", 0, [50, 58])]
+    table = format_table(summarize(runs))
+    assert "1 seed: no CI" in table and "-2.00" in table
