@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DATASETS = ("cifar10", "folder", "synthetic")
@@ -176,13 +177,17 @@ def _list_split(root, split):
 
 
 def _decode(files, class_index):
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """uint8 (N, C, H, W) images and int64 labels; grayscale stays one channel, others become RGB."""
+    from PIL import Image
     images, labels, first = [], [], None
     for path, cls in files:
         try:
-            img = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+            with Image.open(path) as im:
+                im = im if im.mode in ("L", "RGB") else im.convert("RGB")
+                img = torch.from_numpy(np.asarray(im).copy())
         except Exception:
             raise DataError(f"{path} could not be decoded as an image; remove or replace it") from None
+        img = img.unsqueeze(0) if img.ndim == 2 else img.permute(2, 0, 1)
         if first is None:
             first = (path, img.shape)
         elif img.shape != first[1]:
