@@ -1,0 +1,173 @@
+"""The command line end to end on synthetic data, and every bad input's one-line error."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+import experiments
+from conftest import ROOT
+
+TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
+        "--no-progress"]
+
+
+def run_cli(args, capsys):
+    """Exit code, stdout and stderr of experiments.main(args), argparse exits included."""
+    try:
+        code = experiments.main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_writes_every_output(tmp_path, capsys):
+    code, out, err = run_cli(TINY + ["--epochs", "2", "--seeds", "2", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    rows = _rows(tmp_path / "metrics.csv")
+    assert len(rows) == 3 * 2 * 2
+    assert {(r["strategy"], r["seed"], r["epoch"]) for r in rows} == {
+        (s, str(seed), str(e)) for s in ("standard", "alternating-epoch", "alternating-batch")
+        for seed in (0, 1) for e in (1, 2)}
+    assert {"strategy", "seed", "epoch", "train_loss", "test_loss", "test_acc", "epoch_time_s"} <= set(rows[0])
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["config"]["epochs"] == 2 and cfg["config"]["lr"] == 1e-3
+    assert cfg["versions"]["torch"] and cfg["versions"]["torchvision"] and cfg["device"] == "cpu"
+    assert cfg["dataset_label"] == "synthetic CIFAR-shaped"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert list(summary["strategies"]) == ["standard", "alternating-epoch", "alternating-batch"]
+    png = (tmp_path / "comparison_results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    # the printed table names every strategy and the paired difference column
+    assert "diff vs standard [95% CI]" in out and "alternating-batch" in out
+
+
+def test_all_strategies_with_intervals_and_matched_budget(tmp_path, capsys):
+    args = TINY + ["--epochs", "2", "--seeds", "3", "--strategies", "all", "--match-budget", "flops",
+                   "--out", str(tmp_path)]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "summary.json").read_text())["strategies"]
+    from config import STRATEGIES
+    assert set(s) == set(STRATEGIES) | {"standard@flops"}
+    for name, row in s.items():
+        assert len(row["seeds"]) == 3
+        if name != "standard":
+            d = row["diff_vs_standard"]
+            assert d["ci95_low"] <= d["mean"] <= d["ci95_high"], name
+    # the matched standard run spent the FLOPs of alternating-batch, to within one step
+    from models import SimpleNN
+    step = 64 * SimpleNN().train_flops_per_sample((0, 1))
+    budget = s["alternating-batch"]["train_flops"]
+    assert budget - step < s["standard@flops"]["train_flops"] <= budget
+
+
+def test_dry_run_is_a_quick_smoke_check(tmp_path, capsys):
+    code, out, err = run_cli(["--dataset", "synthetic", "--dry-run", "--no-progress", "--out",
+                              str(tmp_path)], capsys)
+    assert code == 0, err
+    assert len(_rows(tmp_path / "metrics.csv")) == 3
+
+
+def test_divergence_is_recorded_and_other_runs_go_on(tmp_path, capsys):
+    args = TINY + ["--epochs", "3", "--seeds", "1", "--strategies", "standard,gan-style",
+                   "--lr-second", "1e35", "--out", str(tmp_path)]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    rows = _rows(tmp_path / "metrics.csv")
+    gan = [r for r in rows if r["strategy"] == "gan-style"]
+    assert gan[-1]["diverged"] == "1" and len(gan) < 3  # marked, and stopped early
+    assert len([r for r in rows if r["strategy"] == "standard"]) == 3
+    assert "DIVERGED" in out and "0/1 (diverged)" in out
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--epochs", "0"], "--epochs: must be a whole number of at least 1, got '0'"),
+    (["--epochs", "-3"], "--epochs: must be a whole number of at least 1, got '-3'"),
+    (["--batch-size", "0"], "--batch-size: must be a whole number of at least 1, got '0'"),
+    (["--lr", "0"], "--lr: must be a positive finite number, got '0'"),
+    (["--lr=-1e-3"], "--lr: must be a positive finite number"),
+    (["--lr", "nan"], "--lr: must be a positive finite number, got 'nan'"),
+    (["--lr", "inf"], "--lr: must be a positive finite number, got 'inf'"),
+    (["--lr", "fast"], "--lr: must be a positive finite number, got 'fast'"),
+    (["--seeds", "0"], "--seeds: must be a whole number of at least 1, got '0'"),
+    (["--strategies", "standard,bogus"], "unknown strategy 'bogus' in --strategies"),
+    (["--dataset", "imagenet"], "--dataset: invalid choice: 'imagenet'"),
+])
+def test_bad_flags_get_one_line(args, expected, tmp_path, capsys):
+    code, out, err = run_cli(args + ["--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cuda_without_cuda(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code, _, err = run_cli(TINY + ["--device", "cuda", "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "CUDA is not available" in err and "--device cpu" in err
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run_cli(TINY + ["--out", str(blocker / "sub")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot be written" in err and "choose a folder you can write to" in err
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("missing", "does not exist"),
+    ("no_train", "has no train/ subfolder"),
+    ("empty", "holds no images"),
+    ("sizes", "all images must have one size"),
+    ("text_file", "is not an image"),
+])
+def test_bad_image_folder_via_cli(setup, expected, tmp_path, capsys):
+    from PIL import Image
+    root = tmp_path / "imgs"
+    if setup != "missing":
+        for split in ("train", "test"):
+            (root / split / "a").mkdir(parents=True)
+            if setup != "empty":
+                Image.new("RGB", (8, 8)).save(root / split / "a" / "0.png")
+    if setup == "no_train":
+        import shutil
+        shutil.rmtree(root / "train")
+    if setup == "sizes":
+        Image.new("RGB", (9, 9)).save(root / "train" / "a" / "1.png")
+    if setup == "text_file":
+        (root / "train" / "a" / "readme.txt").write_text("x")
+    code, _, err = run_cli(["--dataset", "folder", "--data-dir", str(root), "--out", str(tmp_path / "o")],
+                           capsys)
+    assert code == 2 and expected in err and err.count("\n") == 1
+
+
+def test_cifar_missing_without_network(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.cifar as cifar
+
+    def no_network(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", no_network)
+    code, _, err = run_cli(["--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "CIFAR-10 is not in" in err and "--dataset folder" in err
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    """The same guarantees hold in a separate interpreter, as a user runs it."""
+    p = subprocess.run([sys.executable, "experiments.py", "--dataset", "folder", "--data-dir",
+                        str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: --data-dir") and p.stderr.count("\n") == 1
