@@ -56,8 +56,9 @@ class Config:
 
     def result_key(self):
         """Settings that change a run's result: a results folder holds runs of one key only.
-        Seeds and strategies may grow between invocations; runs already done are reused."""
-        skip = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress"}
+        Seeds and strategies may grow between invocations; runs already done are reused.
+        data_dir is left out so that the same data extracted elsewhere can resume a folder."""
+        skip = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global state, no backend switching
 
-matplotlib.use("Agg")  # files only; the notebook displays the saved figure or the returned Figure
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from stats import final_acc, run_diverged  # noqa: E402
+from stats import final_acc, run_diverged
 
 
 def _by_strategy(runs):
@@ -50,8 +48,10 @@ def plot_comparison(runs, summary, path=None, title=""):
     """Eight panels; saves to `path` when given and returns the Figure."""
     groups = _by_strategy(runs)
     names = list(summary["strategies"]) or list(groups)
-    colors = {n: plt.get_cmap("tab10" if len(names) <= 10 else "tab20")(i) for i, n in enumerate(names)}
-    fig, axes = plt.subplots(2, 4, figsize=(20, 9.5))
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colors = {n: cmap(i) for i, n in enumerate(names)}
+    fig = Figure(figsize=(20, 9.5))
+    axes = fig.subplots(2, 4)
     (a_trl, a_tel, a_acc, a_time), (a_wall, a_flops, a_final, a_diff) = axes
     for name in names:
         rs = [r for r in groups[name] if len(r["history"]["epoch"])]

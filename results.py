@@ -51,6 +51,7 @@ class ResultsDir:
         self.path = Path(out)
         self.runs_dir = self.path / "runs"
         self.settings = _canonical(settings)
+        self.previous = {}  # the config.json found in the folder, if any
         self._check_writable()
         if overwrite:
             self._clear()
@@ -85,6 +86,7 @@ class ResultsDir:
             stored = json.loads(cfg_file.read_text())
             assert stored.get("suite") == MARK
             old = stored["settings"]
+            self.previous = stored
         except Exception:
             raise ResultsError(f"{cfg_file} is corrupt or was not written by this suite; move it "
                                f"away, choose another --out, or pass --overwrite") from None
@@ -112,6 +114,13 @@ class ResultsDir:
 
     # --- writing ----------------------------------------------------------------
     def write_config(self, config, extra):
+        """Record the settings and environment; refuse if the data differ from the stored runs'
+        (same name and counts), since data_dir itself may legitimately move."""
+        for k in ("dataset_label", "train_samples", "test_samples"):
+            if k in self.previous and self.previous[k] != extra.get(k):
+                raise ResultsError(f"--out {self.path} holds runs on other data ({k} was "
+                                   f"{self.previous[k]!r}, now {extra.get(k)!r}); choose another "
+                                   f"--out or pass --overwrite")
         blob = {"suite": MARK, "settings": self.settings, "config": _canonical(config), **extra}
         atomic_write(self.path / "config.json", json.dumps(blob, indent=2) + "\n")
 

@@ -128,8 +128,12 @@ def format_table(summary):
         if s["final_acc_std"] is not None:
             acc += f" +- {s['final_acc_std']:.2f}"
         seeds = f"{n - s['diverged']}/{n}" + (" (diverged)" if s["diverged"] else "")
-        reach = (f"{s['epochs_to_target']:.1f} ({s['reached_target']}/{n - s['diverged']})"
-                 if s["epochs_to_target"] is not None else "never")
+        if target is None:
+            reach = "-"  # no standard runs to set the target
+        elif s["epochs_to_target"] is None:
+            reach = "never"
+        else:
+            reach = f"{s['epochs_to_target']:.1f} ({s['reached_target']}/{n - s['diverged']})"
         rows.append([name, seeds, acc, diff, _fmt(s["epoch_time_s"]), _fmt(s["time_ratio"]),
                      _fmt(s["flops_ratio"]), _fmt(s["updates_ratio"]), reach])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]

@@ -1,16 +1,14 @@
 """One optimizer persists across switches; resets happen only when asked for."""
+import pytest
 import torch
 
 from models import FIRST, SECOND, SimpleNN
-from training_loop import _Optimizers, alternating, train
+from training_loop import _Optimizers, alternating, make_optimizer, train
 
 
-def _adam_steps(opt, params):
-    return [int(opt.state[p]["step"]) if p in opt.state else 0 for p in params]
-
-
-def test_state_survives_frozen_periods(tiny, loaders, monkeypatch):
-    """Capture the optimizer train() uses; each half's Adam step count equals its own steps."""
+@pytest.fixture
+def built(monkeypatch):
+    """Every optimizer set that train() builds, in order."""
     made = []
     orig = _Optimizers.build
 
@@ -19,6 +17,16 @@ def test_state_survives_frozen_periods(tiny, loaders, monkeypatch):
         made.append(self.opts)
 
     monkeypatch.setattr(_Optimizers, "build", spy)
+    return made
+
+
+def _adam_steps(opt, params):
+    return [int(opt.state[p]["step"]) if p in opt.state else 0 for p in params]
+
+
+def test_state_survives_frozen_periods(tiny, loaders, built):
+    """One optimizer for the run; each half's Adam step count equals its own steps."""
+    made = built
     train_loader, test_loader = loaders
     model = SimpleNN()
     h = train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=3)
@@ -31,7 +39,6 @@ def test_state_survives_frozen_periods(tiny, loaders, monkeypatch):
 
 
 def test_moments_unchanged_while_frozen(tiny):
-    from training_loop import make_optimizer
     model = SimpleNN()
     opt = make_optimizer("adam", [{"params": list(model.parameters())}], 1e-3)
     x, y = tiny.x_train[:64], tiny.y_train[:64]
@@ -50,15 +57,8 @@ def test_moments_unchanged_while_frozen(tiny):
     assert all(torch.equal(saved[k], opt.state[w][k]) for k in saved)
 
 
-def test_reset_option_recreates_adam_at_each_switch(tiny, loaders, monkeypatch):
-    made = []
-    orig = _Optimizers.build
-
-    def spy(self):
-        orig(self)
-        made.append(self.opts)
-
-    monkeypatch.setattr(_Optimizers, "build", spy)
+def test_reset_option_recreates_adam_at_each_switch(tiny, loaders, built):
+    made = built
     train_loader, test_loader = loaders
     model = SimpleNN()
     train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=3, reset_optimizer=True)

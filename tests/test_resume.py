@@ -100,6 +100,16 @@ def test_same_settings_resume_and_other_settings_refuse(tmp_path, capsys):
     assert "already in" not in capsys.readouterr().out
 
 
+def test_other_data_in_the_same_folder_is_refused(tmp_path):
+    """data_dir may move between invocations, but the data themselves must be the same."""
+    import experiments
+    assert experiments.main(ONE + ["--out", str(tmp_path)]) == 0
+    store = ResultsDir(tmp_path, experiments.parse_args(ONE).result_key())
+    with pytest.raises(ResultsError, match="other data"):
+        store.write_config({}, {"dataset_label": "something else", "train_samples": 512,
+                                "test_samples": 128})
+
+
 @pytest.mark.parametrize("damage, expected", [
     (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
     (lambda d: (d / "config.json").write_text('{"name": "someone else"}'), "config.json is corrupt"),
