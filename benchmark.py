@@ -1,0 +1,255 @@
+"""Training speed of the suite against the usual DataLoader pipeline, measured side by side.
+
+    python benchmark.py                  # CPU or the best device, full epochs, median of 3
+    python benchmark.py --device cuda --json bench.json
+
+Every figure is a median over repeats, on CIFAR-shaped synthetic data with the
+default model at batch 128. Speedups and fractions are ratios of figures taken
+in this one run, so they hold up on a noisy shared machine better than seconds do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data import TensorLoader, make_synthetic
+from models import SimpleNN
+from training_loop import STANDARD, Stopwatch, alternating, evaluate_model, pick_device, train
+
+STRATEGIES = {"standard": (STANDARD, 1), "alternating-epoch": (alternating(1, "epoch"), 2),
+              "alternating-batch": (alternating(1, "batch"), 1)}
+
+
+def matmul_gflops(device, n=2048, repeats=5):
+    """fp32 GFLOP/s of one large square matmul: the machine's practical GEMM ceiling."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    watch, times = Stopwatch(device), []
+    for _ in range(repeats + 2):
+        watch.start()
+        for _ in range(4):
+            a @ b
+        times.append(watch.stop() / 4)
+    return 2 * n ** 3 / statistics.median(times[2:]) / 1e9
+
+
+class SuiteRun:
+    """One strategy's model and loader, timed an epoch (alternating-epoch: a pair) at a time."""
+
+    def __init__(self, name, ds, device, batch_size, compile_model=False):
+        self.schedule, self.per_repeat = STRATEGIES[name]
+        self.device = device
+        torch.manual_seed(0)
+        self.model = SimpleNN().to(device)
+        if compile_model:
+            self.model = torch.compile(self.model)
+        self.loader = TensorLoader(ds.x_train, ds.y_train, batch_size, shuffle=True)
+        self.test = TensorLoader(ds.x_test[:batch_size], ds.y_test[:batch_size], batch_size)
+        n = 20 * batch_size
+        warm = TensorLoader(ds.x_train[:n], ds.y_train[:n], batch_size, shuffle=True)
+        train(self.model, warm, self.test, self.schedule, num_epochs=2, device=device)  # allocations, compile
+
+    def epoch(self):
+        """(training seconds, analytic FLOPs) per epoch, timed by train() itself (evaluation excluded)."""
+        h = train(self.model, self.loader, self.test, self.schedule, num_epochs=self.per_repeat,
+                  device=self.device)
+        return sum(h["epoch_time_s"]) / self.per_repeat, sum(h["train_flops"]) / self.per_repeat
+
+
+class UInt8Images(torch.utils.data.Dataset):
+    """The common way: uint8 HWC images, ToTensor and Normalize on every sample."""
+
+    def __init__(self, images, labels):
+        from torchvision import transforms
+        self.images, self.labels = images, labels
+        self.transform = transforms.Compose([
+            transforms.ToTensor(), transforms.Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))])
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+class ReferenceRun:
+    """DataLoader(shuffle, num_workers=2) over per-sample ToTensor+Normalize, loss.item() every step."""
+
+    def __init__(self, device, batch_size, n_train, workers=2):
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, n_train)
+        self.loader = torch.utils.data.DataLoader(UInt8Images(images, labels), batch_size=batch_size,
+                                                  shuffle=True, num_workers=workers)
+        self.device = device
+        torch.manual_seed(0)
+        self.model = SimpleNN().to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def epoch(self):
+        self.model.train()
+        t0 = time.perf_counter()
+        for x, y in self.loader:
+            x, y = x.to(self.device), y.to(self.device)
+            loss = F.cross_entropy(self.model(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            loss.item()  # the usual per-step logging sync
+        return time.perf_counter() - t0
+
+
+def eval_seconds(ds, device, repeats):
+    model = SimpleNN().to(device)
+    loader = TensorLoader(ds.x_test, ds.y_test, 1000)
+    evaluate_model(model, loader, device)
+    watch, times = Stopwatch(device), []
+    for _ in range(repeats):
+        watch.start()
+        evaluate_model(model, loader, device)
+        times.append(watch.stop())
+    return statistics.median(times)
+
+
+def run(args):
+    """Time every pipeline in interleaved rounds (one epoch each per round), so that drift in
+    the machine's speed hits them all alike; report medians over rounds."""
+    device = pick_device(args.device)
+    ds = make_synthetic(args.train_size, args.test_size, seed=0, device=device)
+    peak = matmul_gflops(device)
+    pipelines = {f"suite {n}": SuiteRun(n, ds, device, args.batch_size) for n in STRATEGIES}
+    if args.compile:
+        pipelines["suite standard, torch.compile"] = SuiteRun("standard", ds, device, args.batch_size, True)
+    if not args.skip_reference:
+        pipelines["reference DataLoader"] = ReferenceRun(device, args.batch_size, args.train_size,
+                                                         args.workers)
+    times = {k: [] for k in pipelines}
+    flops = {}
+    for _ in range(args.repeats):
+        for name, p in pipelines.items():
+            if isinstance(p, SuiteRun):
+                sec, flops[name] = p.epoch()
+            else:
+                sec = p.epoch()
+            times[name].append(sec)
+    std_flops = flops["suite standard"]
+    rows = {}
+    ref = statistics.median(times["reference DataLoader"]) if "reference DataLoader" in times else None
+    for name, t in times.items():
+        sec = statistics.median(t)
+        gflops = flops.get(name, std_flops) / sec / 1e9  # the reference does standard's GEMMs
+        rows[name] = {"s_per_epoch": sec, "s_per_epoch_all": t, "samples_per_s": args.train_size / sec,
+                      "gflops": gflops, "fraction_of_matmul": gflops / peak,
+                      "speedup_vs_reference": ref / sec if ref else None}
+    std = rows["suite standard"]["s_per_epoch"]
+    ev = eval_seconds(ds, device, args.repeats)
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "train_size": args.train_size, "test_size": args.test_size, "batch_size": args.batch_size,
+        "repeats": args.repeats, "matmul_gflops": peak, "pipelines": rows,
+        "eval_s": ev, "eval_fraction_of_epoch": ev / std,
+        "alternating_batch_over_standard": rows["suite alternating-batch"]["s_per_epoch"] / std,
+    }
+
+
+def optimizer_step_ms(device, repeats=30):
+    """Milliseconds per Adam step over all SimpleNN parameters: per-tensor, foreach, fused."""
+    out = {}
+    for label, kw in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}),
+                      ("fused", {"fused": True})):
+        model = SimpleNN().to(device)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, **kw)
+        watch, times = Stopwatch(device), []
+        for _ in range(repeats + 3):
+            watch.start()
+            opt.step()
+            times.append(watch.stop())
+        out[label] = 1000 * statistics.median(times[3:])
+    return out
+
+
+def profile_table(ds, device, steps=30, batch_size=128):
+    """torch.profiler's top operators over `steps` standard training steps."""
+    from torch.profiler import ProfilerActivity, profile
+    model = SimpleNN().to(device)
+    n = steps * batch_size
+    loader = TensorLoader(ds.x_train[:n], ds.y_train[:n], batch_size, shuffle=True)
+    test = TensorLoader(ds.x_test[:batch_size], ds.y_test[:batch_size], batch_size)
+    train(model, loader, test, num_epochs=1, device=device)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        train(model, loader, test, num_epochs=1, device=device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=12)
+
+
+def format_report(r):
+    head = ["pipeline", "s/epoch", "samples/s", "GFLOP/s", "of matmul", "vs reference"]
+    body = [[name, f"{p['s_per_epoch']:.2f}", f"{p['samples_per_s']:,.0f}", f"{p['gflops']:.1f}",
+             f"{100 * p['fraction_of_matmul']:.0f}%",
+             "-" if p["speedup_vs_reference"] is None else f"{p['speedup_vs_reference']:.2f}x"]
+            for name, p in r["pipelines"].items()]
+    w = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    fmt = lambda row: "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row))  # noqa: E731
+    return "\n".join([
+        f"device {r['device']} ({r['device_name']}, {r['threads']} threads), torch {r['torch']}; "
+        f"synthetic CIFAR-shaped {r['train_size']:,} train / {r['test_size']:,} test, "
+        f"batch {r['batch_size']}, median of {r['repeats']} interleaved rounds",
+        f"large fp32 matmul: {r['matmul_gflops']:.1f} GFLOP/s "
+        f"(GFLOP/s below = analytic GEMM FLOPs per epoch / training seconds)",
+        "", fmt(head), fmt(["-" * x for x in w]), *map(fmt, body), "",
+        f"evaluation of {r['test_size']:,} test images: {r['eval_s']:.3f} s = "
+        f"{100 * r['eval_fraction_of_epoch']:.1f}% of a standard training epoch",
+        f"alternating-batch / standard epoch time: {r['alternating_batch_over_standard']:.2f}",
+    ])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs per figure (median)")
+    p.add_argument("--train-size", type=int, default=50_000)
+    p.add_argument("--test-size", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2, help="reference DataLoader's num_workers")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile on standard")
+    p.add_argument("--skip-reference", action="store_true", help="time the suite only")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--profile", action="store_true",
+                   help="instead: profile 30 standard steps and time Adam's implementations")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: --device {args.device} asked for, but CUDA is not available; use --device cpu",
+              file=sys.stderr)
+        return 2
+    if args.profile:
+        device = pick_device(args.device)
+        ds = make_synthetic(30 * args.batch_size, args.batch_size, seed=0, device=device)
+        print(profile_table(ds, device, batch_size=args.batch_size))
+        for label, ms in optimizer_step_ms(device).items():
+            print(f"Adam step over all parameters, {label:<8}: {ms:.2f} ms")
+        return 0
+    report = run(args)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2, default=lambda v: None if isinstance(v, float) and
+                      math.isnan(v) else v)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
