@@ -62,7 +62,8 @@ class TensorLoader:
         perm = torch.randperm(n, generator=self.generator).to(self.x.device)
         for i in range(0, n - 1 if n % self.batch_size == 1 else n, self.batch_size):
             idx = perm[i:i + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            # index_select, not x[idx]: the same rows, 5x faster on the CPU (69 vs 351 us per batch)
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
 def load_dataset(name, data_dir="./data", device="cpu", train_size=None, test_size=None,

@@ -110,7 +110,7 @@ def _fmt(x, spec=".2f", none="-"):
 def format_table(summary):
     """The summary as a plain-text table, ready to paste into a paper or a README."""
     target = summary["target_acc"]
-    head = ["strategy", "seeds", "final acc (%)", "diff vs standard [95% CI]", "s/epoch",
+    head = ["strategy", "seeds", "final acc (%)", f"diff vs {summary['reference']} [95% CI]", "s/epoch",
             "time x", "FLOPs x", "updates x", f"epochs to {_fmt(target, '.1f')}%"]
     rows = []
     for name, s in summary["strategies"].items():
@@ -139,3 +139,29 @@ def format_table(summary):
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def load_runs(folder):
+    """Every saved run in a results folder (its runs/*.json), in file order."""
+    import json
+    from pathlib import Path
+    return [json.loads(f.read_text()) for f in sorted(Path(folder, "runs").glob("*.json"))]
+
+
+def main(argv=None):
+    """Re-read a results folder and print its table against any reference strategy (read-only)."""
+    import argparse
+    p = argparse.ArgumentParser(description=main.__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("folder", help="an --out folder of experiments.py")
+    p.add_argument("--reference", default="standard", help="paired differences are taken to this strategy")
+    p.add_argument("--target-frac", type=float, default=0.95)
+    a = p.parse_args(argv)
+    runs = load_runs(a.folder)
+    order = sorted({r["strategy"] for r in runs}, key=lambda s: (s != a.reference, s))
+    runs.sort(key=lambda r: (order.index(r["strategy"]), r["seed"]))
+    print(format_table(summarize(runs, reference=a.reference, target_frac=a.target_frac)))
+
+
+if __name__ == "__main__":
+    main()

@@ -58,3 +58,17 @@ def test_single_seed_says_no_interval():
     runs = [_run("standard", 0, [50, 60]), _run("b", 0, [50, 58])]
     table = format_table(summarize(runs))
     assert "1 seed: no CI" in table and "-2.00" in table
+
+
+def test_stats_cli_reads_a_results_folder_against_any_reference(tmp_path, capsys):
+    import json
+
+    from stats import main
+    (tmp_path / "runs").mkdir()
+    for run in [_run("standard", 0, [50, 60]), _run("b", 0, [50, 58]), _run("standard", 1, [50, 61]),
+                _run("b", 1, [50, 60])]:
+        (tmp_path / "runs" / f"{run['strategy']}__seed{run['seed']}.json").write_text(json.dumps(run))
+    main([str(tmp_path), "--reference", "b"])
+    out = capsys.readouterr().out
+    assert "diff vs b [95% CI]" in out
+    assert "+1.50 [" in out  # standard minus b: +2 and +1
