@@ -80,8 +80,8 @@ def run_plan(cfg):
 
 
 def build_model(cfg, dataset):
-    model = SimpleNN(dataset.input_size, cfg.hidden_size, len(dataset.classes), cfg.dropout)
-    return model
+    """The classic MLP sized for the dataset's images and classes."""
+    return SimpleNN(dataset.input_size, cfg.hidden_size, len(dataset.classes), cfg.dropout)
 
 
 def run_one(cfg, dataset: Dataset, name, seed, device, budget=None, progress=False):
@@ -225,9 +225,7 @@ def parse_args(argv=None):
                    help="smoke check: 1 epoch of 4 batches per strategy, 1 seed")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
     a = p.parse_args(argv)
-    fields = {k: v for k, v in vars(a).items()}
-    fields["strategies"] = expand_strategies(a.strategies)
-    return replace(d, **fields)
+    return replace(d, **{**vars(a), "strategies": expand_strategies(a.strategies)})
 
 
 def main(argv=None):
