@@ -14,10 +14,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from training_loop import HISTORY_KEYS
+
 MARK = "alternating-freeze-results/1"
-CSV_COLUMNS = ("strategy", "seed", "epoch", "train_loss", "test_loss", "test_acc", "epoch_time_s",
-               "eval_time_s", "steps", "steps_first", "steps_second", "param_updates",
-               "train_flops", "diverged")
+CSV_COLUMNS = ("strategy", "seed", *HISTORY_KEYS)
 OWN_FILES = ("config.json", "metrics.csv", "summary.json")
 
 
@@ -105,7 +105,7 @@ class ResultsDir:
                 assert run.get("suite") == MARK
                 key = (run["strategy"], run["seed"])
                 assert all(len(run["history"][c]) == len(run["history"]["epoch"])
-                           for c in CSV_COLUMNS[2:])
+                           for c in HISTORY_KEYS)
             except Exception:
                 raise ResultsError(f"{f} is corrupt or was not written by this suite; delete it to "
                                    f"recompute that run, or pass --overwrite") from None
@@ -148,7 +148,7 @@ def metrics_csv(runs):
         h = run["history"]
         for i in range(len(h["epoch"])):
             w.writerow([run["strategy"], run["seed"],
-                        *(_cell(h[c][i]) for c in CSV_COLUMNS[2:])])
+                        *(_cell(h[c][i]) for c in HISTORY_KEYS)])
     return buf.getvalue()
 
 

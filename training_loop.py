@@ -17,6 +17,9 @@ from tqdm.auto import tqdm
 from models import FIRST, SECOND
 
 BOTH = (FIRST, SECOND)
+# what train() records per epoch; results.py writes these as metrics.csv columns
+HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "test_acc", "epoch_time_s", "eval_time_s", "steps",
+                "steps_first", "steps_second", "param_updates", "train_flops", "diverged")
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,7 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
     flops_per_sample = {g: model.train_flops_per_sample(g) for g in set(schedule.phases)}
     params_of = {g: sum(p.numel() for grp in g for p in model.group_params(grp))
                  for g in set(schedule.phases)}
-    keys = ("epoch", "train_loss", "test_loss", "test_acc", "epoch_time_s", "eval_time_s", "steps",
-            "steps_first", "steps_second", "param_updates", "train_flops", "diverged")
-    history = {k: [] for k in keys}
+    history = {k: [] for k in HISTORY_KEYS}
     watch = Stopwatch(device)
     step, phase, total_flops, total_seconds, out_of_budget = 0, None, 0, 0.0, False
     epochs = tqdm(range(num_epochs), desc=desc, disable=not progress, leave=False)
@@ -211,7 +212,7 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
         test_loss, test_acc = evaluate_model(model, test_loader, device)
         eval_seconds = eval_watch.stop()
         diverged = not (math.isfinite(train_loss) and math.isfinite(test_loss))
-        for k, v in zip(keys, (epoch + 1, train_loss, test_loss, test_acc, seconds, eval_seconds,
+        for k, v in zip(HISTORY_KEYS, (epoch + 1, train_loss, test_loss, test_acc, seconds, eval_seconds,
                                steps, steps_first, steps_second, updates, flops, diverged)):
             history[k].append(v)
         epochs.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.2f}")
