@@ -63,6 +63,12 @@ def epochs_to(run, target):
     return next((e for e, a in zip(h["epoch"], h["test_acc"]) if a >= target), None)
 
 
+def _costs(runs):
+    """Means over runs of: seconds per epoch, total training FLOPs, total parameter updates."""
+    return tuple(_mean([agg(r["history"][key]) for r in runs]) for key, agg in
+                 (("epoch_time_s", np.mean), ("train_flops", sum), ("param_updates", sum)))
+
+
 def summarize(runs, reference="standard", target_frac=0.95):
     """Per-strategy summary dict (JSON-ready), in the order strategies first appear in `runs`."""
     by_strategy = {}
@@ -72,9 +78,7 @@ def summarize(runs, reference="standard", target_frac=0.95):
     ref = ok(by_strategy.get(reference, {}))
     ref_acc = _mean([final_acc(r) for r in ref.values()])
     target = None if ref_acc is None else target_frac * ref_acc
-    ref_time = _mean([np.mean(r["history"]["epoch_time_s"]) for r in ref.values()])
-    ref_flops = _mean([sum(r["history"]["train_flops"]) for r in ref.values()])
-    ref_updates = _mean([sum(r["history"]["param_updates"]) for r in ref.values()])
+    ref_time, ref_flops, ref_updates = _costs(ref.values())
     ratio = lambda a, b: None if a is None or not b else a / b  # noqa: E731
 
     out = {}
@@ -85,9 +89,7 @@ def summarize(runs, reference="standard", target_frac=0.95):
         d_mean, d_lo, d_hi = mean_ci(pairs) if name != reference else (None, None, None)
         reached = [epochs_to(r, target) for r in good.values()] if target is not None else []
         hit = [e for e in reached if e is not None]
-        epoch_time = _mean([np.mean(r["history"]["epoch_time_s"]) for r in good.values()])
-        flops = _mean([sum(r["history"]["train_flops"]) for r in good.values()])
-        updates = _mean([sum(r["history"]["param_updates"]) for r in good.values()])
+        epoch_time, flops, updates = _costs(good.values())
         out[name] = {
             "seeds": sorted(seeds), "diverged": len(seeds) - len(good),
             "epochs": _mean([len(r["history"]["epoch"]) for r in good.values()]),
