@@ -1,6 +1,9 @@
 """comparison_results.png: curves as mean with a std band across seeds, costs, and paired differences."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no backend switching
@@ -26,22 +29,19 @@ def _stack(runs, key, cumulative=False):
 
 
 def _band(ax, x, a, color, label):
-    with np.errstate(all="ignore"), _quiet():
+    with _quiet():
         m, s = np.nanmean(a, 1), np.nanstd(a, 1)
     ax.plot(x, m, color=color, label=label, lw=1.6)
     if a.shape[1] > 1:
         ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
 
 
-class _quiet:
-    def __enter__(self):
-        import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
+@contextmanager
+def _quiet():
+    """Silence numpy's RuntimeWarnings for all-NaN epochs (runs that stopped early)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
+        yield
 
 
 def plot_comparison(runs, summary, path=None, title=""):
