@@ -6,7 +6,9 @@ a `randperm` and a gather per batch, with no workers and no per-sample transform
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("cifar10", "folder", "synthetic")
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "folder", "synthetic")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
@@ -32,6 +34,8 @@ class Dataset:
     y_test: torch.Tensor
     classes: list
     label: str  # how results name the data, e.g. "CIFAR-10 (JPEG copy)"
+    x_val: torch.Tensor | None = None  # held out of the training images (--val-size), else None
+    y_val: torch.Tensor | None = None
 
     @property
     def input_size(self):
@@ -48,6 +52,13 @@ class TensorLoader:
     def __init__(self, x, y, batch_size=128, shuffle=False, seed=0):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self):
+        """The shuffling generator's state: with it a resumed run sees the same batches."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
 
     def __len__(self):
         n, b = len(self.y), self.batch_size
@@ -67,22 +78,30 @@ class TensorLoader:
 
 
 def load_dataset(name, data_dir="./data", device="cpu", train_size=None, test_size=None,
-                 seed=0, cache_dir=None):
-    """The named dataset ('cifar10', 'folder' or 'synthetic') as a device-resident `Dataset`."""
-    if name == "cifar10":
-        (xtr, ytr), (xte, yte) = read_cifar10(data_dir)
-        classes, label = CIFAR10_CLASSES, "CIFAR-10"
-    elif name == "folder":
-        (xtr, ytr), (xte, yte), classes, label = read_image_folder(data_dir, cache_dir)
-    elif name == "synthetic":
-        return make_synthetic(train_size or 50_000, test_size or 10_000, seed=seed, device=device)
+                 seed=0, cache_dir=None, val_size=0):
+    """The named dataset (see DATASETS) as a device-resident `Dataset`.
+
+    `val_size` images are held out of the (subset of the) training set, chosen by `seed`
+    alone, so every strategy and seed of an experiment sees the same split; normalisation
+    statistics come from the remaining training images only."""
+    if name == "synthetic":
+        (xtr, ytr), (xte, yte), classes, label = synthetic_tensors(train_size or 50_000,
+                                                                   test_size or 10_000, seed)
     else:
-        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    xtr, ytr = _subset(xtr, ytr, train_size, seed)
-    xte, yte = _subset(xte, yte, test_size, seed)
-    # uint8 travels to the device (4x less to copy), then becomes float in [0, 1] once
-    xtr, xte = _standardise(*(x.to(device).float().div_(255) for x in (xtr, xte)))
-    return Dataset(xtr, ytr.to(device), xte, yte.to(device), classes, label)
+        if name == "folder":
+            (xtr, ytr), (xte, yte), classes, label = read_image_folder(data_dir, cache_dir)
+        elif name in TORCHVISION:
+            (xtr, ytr), (xte, yte), classes, label = read_torchvision(name, data_dir)
+        else:
+            raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+        xtr, ytr = _subset(xtr, ytr, train_size, seed)
+        xte, yte = _subset(xte, yte, test_size, seed)
+        # uint8 travels to the device (4x less to copy), then becomes float in [0, 1] once
+        xtr, xte = (x.to(device).float().div_(255) for x in (xtr, xte))
+    (xtr, ytr), val = _hold_out(xtr, ytr, val_size, seed)
+    xtr, xte, *xva = _standardise(xtr.to(device), xte.to(device), *[v.to(device) for v in val[:1]])
+    return Dataset(xtr, ytr.to(device), xte, yte.to(device), classes, label,
+                   xva[0] if xva else None, val[1].to(device) if val else None)
 
 
 def _subset(x, y, size, seed):
@@ -93,28 +112,99 @@ def _subset(x, y, size, seed):
     return x[idx], y[idx]
 
 
-def _standardise(xtr, xte):
-    """Normalise both splits in place with the training set's per-channel mean and std."""
+def _hold_out(x, y, size, seed):
+    """((x_train, y_train), (x_val, y_val)): `size` seeded images held out; () when size is 0."""
+    if not size:
+        return (x, y), ()
+    if size >= len(y):
+        raise DataError(f"--val-size {size} leaves no training data: the training set has {len(y)} "
+                        f"images; use a --val-size below {len(y)}")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(10_007 + seed))
+    val, keep = perm[:size].sort().values, perm[size:].sort().values
+    return (x[keep], y[keep]), (x[val], y[val])
+
+
+def _standardise(xtr, *others):
+    """Normalise every split in place with the training set's per-channel mean and std."""
     dims = (0, 2, 3)
     mean, std = xtr.mean(dims, keepdim=True), xtr.std(dims, keepdim=True).clamp_min(1e-6)
-    return xtr.sub_(mean).div_(std), xte.sub_(mean).div_(std)
+    return [x.sub_(mean).div_(std) for x in (xtr, *others)]
 
 
-# --- CIFAR-10 through torchvision -------------------------------------------------
-def read_cifar10(data_dir):
-    """uint8 NCHW tensors of CIFAR-10, downloaded into data_dir on first use."""
-    import torchvision
+# --- datasets through torchvision ---------------------------------------------------
+@dataclass(frozen=True)
+class _Torchvision:
+    label: str
+    folder: str  # where torchvision keeps the files, relative to --data-dir
+    files: str   # what to put there when offline
+
+
+_IDX = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+        "t10k-labels-idx1-ubyte.gz")
+TORCHVISION = {
+    "cifar10": _Torchvision("CIFAR-10", "", "cifar-10-python.tar.gz or its extracted "
+                                             "cifar-10-batches-py/ folder"),
+    "cifar100": _Torchvision("CIFAR-100", "", "cifar-100-python.tar.gz or its extracted "
+                                               "cifar-100-python/ folder"),
+    "mnist": _Torchvision("MNIST", "MNIST/raw", _IDX),
+    "fashion-mnist": _Torchvision("Fashion-MNIST", "FashionMNIST/raw", _IDX),
+    "svhn": _Torchvision("SVHN", "", "train_32x32.mat and test_32x32.mat"),
+}
+
+
+def read_torchvision(name, data_dir):
+    """uint8 NCHW train and test tensors, class names and label of a torchvision dataset,
+    downloaded into data_dir on first use; offline, files already in torchvision's layout."""
+    import torchvision.datasets as tv
+    spec, root = TORCHVISION[name], str(data_dir)
+    if name in ("mnist", "fashion-mnist"):
+        _gunzip_idx(Path(data_dir, spec.folder))
+    make = {"cifar10": lambda train: tv.CIFAR10(root, train=train, download=True),
+            "cifar100": lambda train: tv.CIFAR100(root, train=train, download=True),
+            "mnist": lambda train: tv.MNIST(root, train=train, download=True),
+            "fashion-mnist": lambda train: tv.FashionMNIST(root, train=train, download=True),
+            "svhn": lambda train: tv.SVHN(root, split="train" if train else "test", download=True)}[name]
     try:
-        sets = [torchvision.datasets.CIFAR10(root=str(data_dir), train=t, download=True)
-                for t in (True, False)]
+        with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
+            sets = [make(train) for train in (True, False)]
     except Exception as e:  # no network, unwritable folder, corrupt archive
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(
-            f"CIFAR-10 is not in {data_dir} and could not be downloaded ({reason}); put "
-            f"cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder in {data_dir}, "
-            f"or use --dataset folder --data-dir DIR with an ImageFolder copy") from None
-    return [(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(),
-             torch.tensor(s.targets, dtype=torch.long)) for s in sets]
+        reason = str(e).strip().splitlines()[0].rstrip(":") if str(e).strip() else type(e).__name__
+        where = Path(data_dir, spec.folder) if spec.folder else Path(data_dir)
+        hint = ", or use --dataset folder --data-dir DIR with an ImageFolder copy" if name == "cifar10" else ""
+        raise DataError(f"{spec.label} is not in {where} and could not be downloaded ({reason}); "
+                        f"put {spec.files} in {where}{hint}") from None
+    return (*[_as_tensors(s) for s in sets], _class_names(name, sets[0]), spec.label)
+
+
+def _gunzip_idx(folder):
+    """Decompress MNIST-style *-ubyte.gz files in place. torchvision checks the .gz files' MD5s
+    and, on a mismatch, downloads; re-compressed copies of the same data (Debian's
+    dataset-fashion-mnist, say) would then fail offline. The decompressed files are what it reads."""
+    import gzip
+    for gz in folder.glob("*-ubyte.gz") if folder.is_dir() else ():
+        raw = gz.with_suffix("")
+        if not raw.exists():
+            tmp = raw.with_name(f".{raw.name}.tmp")
+            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+            os.replace(tmp, raw)
+
+
+def _as_tensors(ds):
+    """(uint8 (N, C, H, W), int64 (N,)) from a torchvision dataset's arrays, without transforms."""
+    x = torch.as_tensor(ds.data)
+    if x.ndim == 3:  # MNIST-style (N, H, W) grayscale
+        x = x.unsqueeze(1)
+    elif x.shape[-1] in (1, 3):  # CIFAR-style (N, H, W, C); SVHN is already (N, C, H, W)
+        x = x.permute(0, 3, 1, 2)
+    labels = ds.labels if hasattr(ds, "labels") else ds.targets
+    return x.contiguous(), torch.as_tensor(labels, dtype=torch.long)
+
+
+def _class_names(name, ds):
+    if name == "svhn":
+        return [str(d) for d in range(10)]
+    return [c.split(" - ")[-1] for c in ds.classes]  # MNIST names its classes "0 - zero"
 
 
 # --- ImageFolder layout: DIR/{train,test}/<class>/<image> ----------------------------
@@ -214,7 +304,14 @@ def _save_cache(path, blob):
 # --- synthetic CIFAR-shaped data --------------------------------------------------
 def make_synthetic(n_train=50_000, n_test=10_000, seed=0, device="cpu", shape=(3, 32, 32),
                    num_classes=10):
-    """Learnable CIFAR-shaped data generated from `seed`, with no files.
+    """Learnable CIFAR-shaped data generated from `seed`, with no files, as a normalised `Dataset`."""
+    (xtr, ytr), (xte, yte), classes, label = synthetic_tensors(n_train, n_test, seed, shape, num_classes)
+    xtr, xte = _standardise(xtr, xte)
+    return Dataset(xtr.to(device), ytr.to(device), xte.to(device), yte.to(device), classes, label)
+
+
+def synthetic_tensors(n_train, n_test, seed=0, shape=(3, 32, 32), num_classes=10):
+    """Float train and test tensors, class names and label of the synthetic data, not normalised.
 
     Class means in a 32-dimensional latent space, pushed through a fixed random
     nonlinear map into pixel space, plus pixel noise: an MLP learns it well but
@@ -231,7 +328,5 @@ def make_synthetic(n_train=50_000, n_test=10_000, seed=0, device="cpu", shape=(3
         x = torch.tanh(z @ mix) + 0.5 * torch.randn(n, dim, generator=g)
         return x.view(n, *shape), y
 
-    (xtr, ytr), (xte, yte) = sample(n_train), sample(n_test)
-    xtr, xte = _standardise(xtr, xte)
-    return Dataset(xtr.to(device), ytr.to(device), xte.to(device), yte.to(device),
-                   [f"class {i}" for i in range(num_classes)], "synthetic CIFAR-shaped")
+    classes = [f"class {i}" for i in range(num_classes)]
+    return sample(n_train), sample(n_test), classes, "synthetic CIFAR-shaped"

@@ -9,24 +9,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-# Two-sided 95% Student-t quantiles t_{0.975, df}; between rows we interpolate in 1/df.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042,
-         40: 2.021, 60: 2.000, 120: 1.980, math.inf: 1.960}
+from scipy import stats as sps
 
 
 def t_quantile_975(df):
-    """t_{0.975} for df degrees of freedom (exact to 3 decimals at the table's rows)."""
+    """t_{0.975} for df degrees of freedom: the half-width factor of a two-sided 95% interval."""
     if df < 1:
         raise ValueError("need at least 1 degree of freedom")
-    rows = sorted(_T975)
-    if df in _T975:
-        return _T975[df]
-    hi = next(r for r in rows if r > df)
-    lo = rows[rows.index(hi) - 1]
-    w = (1 / lo - 1 / df) / (1 / lo - (0 if hi == math.inf else 1 / hi))
-    return _T975[lo] + w * (_T975[hi] - _T975[lo])
+    return float(sps.t.ppf(0.975, df))
 
 
 def mean_ci(values):
@@ -39,6 +29,29 @@ def mean_ci(values):
         return m, None, None
     half = t_quantile_975(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
     return m, m - half, m + half
+
+
+def paired(a, b):
+    """Paired comparison of a against b (same seeds, same order): the mean of a - b with its
+    95% t-interval and the two-sided paired t-test's p-value (None with fewer than 2 pairs, or
+    when every pair differs by the same amount, where the test is undefined)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    m, lo, hi = mean_ci(d)
+    p = None
+    if len(d) >= 2 and np.ptp(d) > 0:  # without spread the t statistic is undefined: no p-value
+        p = float(sps.ttest_rel(np.asarray(a, float), np.asarray(b, float)).pvalue)
+    return {"mean": m, "ci95_low": lo, "ci95_high": hi, "p_value": p, "pairs": len(d)}
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (None entries are left out):
+    reject where the adjusted value is below alpha and the family-wise error stays <= alpha."""
+    idx = sorted((i for i, p in enumerate(p_values) if p is not None), key=lambda i: p_values[i])
+    m, out, running = len(idx), [None] * len(p_values), 0.0
+    for rank, i in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
 
 
 def _std(values):
@@ -55,6 +68,12 @@ def run_diverged(run):
 
 def final_acc(run):
     return run["history"]["test_acc"][-1]
+
+
+def final_val_acc(run):
+    """Validation accuracy after the last epoch, or None without a validation split."""
+    v = run["history"].get("val_acc") or [None]
+    return v[-1]
 
 
 def epochs_to(run, target):
@@ -85,8 +104,10 @@ def summarize(runs, reference="standard", target_frac=0.95):
     for name, seeds in by_strategy.items():
         good = ok(seeds)
         accs = [final_acc(r) for r in good.values()]
-        pairs = [final_acc(r) - final_acc(ref[s]) for s, r in good.items() if s in ref]
-        d_mean, d_lo, d_hi = mean_ci(pairs) if name != reference else (None, None, None)
+        common = [s for s in good if s in ref]
+        diff = paired([final_acc(good[s]) for s in common], [final_acc(ref[s]) for s in common])
+        if name == reference:
+            diff = {"mean": None, "ci95_low": None, "ci95_high": None, "p_value": None, "pairs": 0}
         reached = [epochs_to(r, target) for r in good.values()] if target is not None else []
         hit = [e for e in reached if e is not None]
         epoch_time, flops, updates = _costs(good.values())
@@ -94,8 +115,9 @@ def summarize(runs, reference="standard", target_frac=0.95):
             "seeds": sorted(seeds), "diverged": len(seeds) - len(good),
             "epochs": _mean([len(r["history"]["epoch"]) for r in good.values()]),
             "final_acc_mean": _mean(accs), "final_acc_std": _std(accs),
-            "diff_vs_standard": {"mean": d_mean, "ci95_low": d_lo, "ci95_high": d_hi,
-                                 "pairs": len(pairs) if name != reference else 0},
+            "val_acc_mean": _mean([final_val_acc(r) for r in good.values()
+                                   if final_val_acc(r) is not None]),
+            "diff_vs_standard": diff,
             "epoch_time_s": epoch_time, "time_ratio": ratio(epoch_time, ref_time),
             "train_flops": flops, "flops_ratio": ratio(flops, ref_flops),
             "param_updates": updates, "updates_ratio": ratio(updates, ref_updates),
@@ -150,16 +172,65 @@ def load_runs(folder):
     return [json.loads(f.read_text()) for f in sorted(Path(folder, "runs").glob("*.json"))]
 
 
+def compare_folders(runs_a, runs_b, reference="standard"):
+    """Per strategy, on the seeds both folders ran: final accuracy in A and in B, the paired
+    difference A - B, and each folder's own difference to `reference` on those seeds (does the
+    comparison between strategies come out the same in both?)."""
+    a = {(r["strategy"], r["seed"]): r for r in runs_a if not run_diverged(r)}
+    b = {(r["strategy"], r["seed"]): r for r in runs_b if not run_diverged(r)}
+    out = {}
+    for name in dict.fromkeys(s for s, _ in a):
+        seeds = sorted(s for n, s in a if n == name and (n, s) in b)
+        if not seeds:
+            continue
+        acc_a = [final_acc(a[name, s]) for s in seeds]
+        acc_b = [final_acc(b[name, s]) for s in seeds]
+        row = {"seeds": seeds, "a_mean": _mean(acc_a), "b_mean": _mean(acc_b), "a_minus_b": paired(acc_a, acc_b)}
+        both = [s for s in seeds if (reference, s) in a and (reference, s) in b]
+        if name != reference and both:
+            row["a_vs_reference"] = paired([final_acc(a[name, s]) for s in both],
+                                           [final_acc(a[reference, s]) for s in both])
+            row["b_vs_reference"] = paired([final_acc(b[name, s]) for s in both],
+                                           [final_acc(b[reference, s]) for s in both])
+        out[name] = row
+    return out
+
+
+def format_comparison(rows, a="A", b="B", reference="standard"):
+    def ci(d):
+        if d is None or d["mean"] is None:
+            return "-"
+        return f"{d['mean']:+.2f}" + ("" if d["ci95_low"] is None else
+                                      f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
+    head = ["strategy", "seeds", f"{a} acc (%)", f"{b} acc (%)", f"{a} - {b} [95% CI]", "p",
+            f"vs {reference} in {a}", f"vs {reference} in {b}"]
+    body = [[n, ",".join(map(str, r["seeds"])), _fmt(r["a_mean"]), _fmt(r["b_mean"]), ci(r["a_minus_b"]),
+             _fmt(r["a_minus_b"]["p_value"], ".2g"), ci(r.get("a_vs_reference")) if n != reference else "(reference)",
+             ci(r.get("b_vs_reference")) if n != reference else "(reference)"] for n, r in rows.items()]
+    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
 def main(argv=None):
-    """Re-read a results folder and print its table against any reference strategy (read-only)."""
+    """Re-read a results folder and print its table against any reference strategy, or compare
+    it run by run with another folder (--against). Read-only."""
     import argparse
     p = argparse.ArgumentParser(description=main.__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("folder", help="an --out folder of experiments.py")
     p.add_argument("--reference", default="standard", help="paired differences are taken to this strategy")
     p.add_argument("--target-frac", type=float, default=0.95)
+    p.add_argument("--against", metavar="FOLDER",
+                   help="another results folder (e.g. the same experiment in another precision): "
+                        "paired differences FOLDER_1 - FOLDER_2 per strategy, seed by seed")
     a = p.parse_args(argv)
     runs = load_runs(a.folder)
+    if a.against:
+        rows = compare_folders(runs, load_runs(a.against), a.reference)
+        print(f"A = {a.folder}, B = {a.against}; final test accuracy, paired by strategy and seed")
+        print(format_comparison(rows, reference=a.reference))
+        return
     order = sorted({r["strategy"] for r in runs}, key=lambda s: (s != a.reference, s))
     runs.sort(key=lambda r: (order.index(r["strategy"]), r["seed"]))
     print(format_table(summarize(runs, reference=a.reference, target_frac=a.target_frac)))

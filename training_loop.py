@@ -7,9 +7,12 @@ are the same loop with different `Schedule` data; `train_standard`,
 from __future__ import annotations
 
 import math
+import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -18,8 +21,11 @@ from models import FIRST, SECOND
 
 BOTH = (FIRST, SECOND)
 # what train() records per epoch; results.py writes these as metrics.csv columns
-HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "test_acc", "epoch_time_s", "eval_time_s", "steps",
-                "steps_first", "steps_second", "param_updates", "train_flops", "diverged")
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc", "epoch_time_s",
+                "eval_time_s", "steps", "steps_first", "steps_second", "param_updates", "train_flops",
+                "diverged")
+VALIDATION_KEYS = ("val_loss", "val_acc")  # None without a validation split, absent in older runs
+PRECISIONS = ("fp32", "bf16", "tf32")
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,32 @@ class Stopwatch:
         return time.perf_counter() - self._t0
 
 
+@contextmanager
+def precision_context(precision="fp32", device="cpu"):
+    """The numerics of a forward pass. fp32: plain float32. bf16: autocast to bfloat16 (weights,
+    gradients and optimizer state stay float32; on CPUs with avx512_bf16 and on GPUs the GEMMs
+    run about 2-4x faster). tf32: float32 storage with TF32 tensor-core matmuls (CUDA only)."""
+    device = torch.device(device)
+    if precision == "fp32":
+        yield
+    elif precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    elif precision == "tf32":
+        if device.type != "cuda":
+            raise ValueError("precision tf32 needs a CUDA device")
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    else:
+        raise ValueError(f"unknown precision {precision!r} (choose {', '.join(PRECISIONS)})")
+
+
 @torch.inference_mode()
-def evaluate_model(model, loader, device=None):
+def evaluate_model(model, loader, device=None, precision="fp32"):
     """(mean cross-entropy, accuracy in %) over `loader`, with one host sync."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -113,8 +143,9 @@ def evaluate_model(model, loader, device=None):
     n = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        with precision_context(precision, device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
         n += y.numel()
     model.train(was_training)
@@ -141,11 +172,35 @@ class _Optimizers:
             if key == BOTH or key in trainable:
                 opt.step()
 
+    def state_dict(self):
+        return [opt.state_dict() for opt in self.opts.values()]
+
+    def load_state_dict(self, states):
+        for opt, state in zip(self.opts.values(), states):
+            opt.load_state_dict(state)
+
+
+def rng_state():
+    """Every random number generator a run draws from (dropout uses torch's global one)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
 
 def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
           learning_rate=1e-3, device=None, optimizer="adam", weight_decay=0.0, group_lrs=None,
           separate_optimizers=False, reset_optimizer=False, freeze_bn_stats=False,
-          max_flops=None, max_seconds=None, progress=False, desc=None):
+          max_flops=None, max_seconds=None, precision="fp32", val_loader=None,
+          resume=None, on_epoch_end=None, progress=False, desc=None):
     """Train `model` following `schedule`; return a per-epoch history (dict of lists).
 
     - One optimizer persists across switches, so a group's Adam moments survive its
@@ -155,6 +210,11 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
       rate per group (two-timescale).
     - `freeze_bn_stats` also fixes the frozen group's BatchNorm running statistics.
     - `max_flops` / `max_seconds` stop training once that budget would be exceeded.
+    - `precision`: fp32, bf16 (autocast, fp32 master weights) or tf32 (CUDA).
+    - `val_loader`, if given, is evaluated after every epoch (val_loss, val_acc).
+    - `on_epoch_end(snapshot)` receives, after every epoch, everything needed to continue
+      exactly (weights, BatchNorm buffers, optimizer state, every RNG, the loader's
+      generator, the history); `resume=snapshot` continues from it, bit for bit.
     - Training time excludes evaluation; losses stay on the device until the epoch ends.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -165,37 +225,48 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
     params_of = {g: sum(p.numel() for grp in g for p in model.group_params(grp))
                  for g in set(schedule.phases)}
     history = {k: [] for k in HISTORY_KEYS}
+    # where the run stands between epochs; with the snapshot's states this is all a resume needs
+    at = {"step": 0, "phase": None, "total_flops": 0, "total_seconds": 0.0}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opts.load_state_dict(resume["optimizers"])
+        train_loader.load_state_dict(resume["loader"])
+        set_rng_state(resume["rng"])
+        at, history = dict(resume["at"]), {k: list(resume["history"][k]) for k in HISTORY_KEYS}
+    trainable = BOTH if at["phase"] is None else schedule.trainable(at["phase"])
+    model.set_trainable(trainable, freeze_bn_stats)
     watch = Stopwatch(device)
-    step, phase, total_flops, total_seconds, out_of_budget = 0, None, 0, 0.0, False
-    epochs = tqdm(range(num_epochs), desc=desc, disable=not progress, leave=False)
+    out_of_budget = False
+    epochs = tqdm(range(len(history["epoch"]), num_epochs), desc=desc, disable=not progress, leave=False)
     for epoch in epochs:
         loss_sum = torch.zeros((), device=device)
         n = steps = steps_first = steps_second = updates = flops = 0
         watch.start()
         epoch_t0 = time.perf_counter()
         for x, y in train_loader:
-            new_phase = schedule.phase(epoch, step)
-            if new_phase != phase:
+            new_phase = schedule.phase(epoch, at["step"])
+            if new_phase != at["phase"]:
                 trainable = schedule.trainable(new_phase)
                 model.set_trainable(trainable, freeze_bn_stats)
-                if reset_optimizer and phase is not None:
+                if reset_optimizer and at["phase"] is not None:
                     opts.build()  # fresh Adam: moments and step counts start from zero
-                phase = new_phase
+                at["phase"] = new_phase
             step_flops = flops_per_sample[trainable] * y.shape[0]
-            if max_flops is not None and total_flops + flops + step_flops > max_flops:
+            if max_flops is not None and at["total_flops"] + flops + step_flops > max_flops:
                 out_of_budget = True
                 break
-            if max_seconds is not None and total_seconds + time.perf_counter() - epoch_t0 > max_seconds:
+            if max_seconds is not None and at["total_seconds"] + time.perf_counter() - epoch_t0 > max_seconds:
                 out_of_budget = True
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
+            with precision_context(precision, device):
+                loss = F.cross_entropy(model(x), y)
             model.zero_grad(set_to_none=True)  # frozen params keep grad=None: optimizers skip them
             loss.backward()
             opts.step(trainable)
             loss_sum += loss.detach() * y.shape[0]
             n += y.shape[0]
-            step += 1
+            at["step"] += 1
             steps += 1
             steps_first += FIRST in trainable
             steps_second += SECOND in trainable
@@ -203,21 +274,28 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
             flops += step_flops
         train_loss = loss_sum.item() / max(n, 1)  # the epoch's one host sync
         seconds = watch.stop()
-        total_flops += flops
-        total_seconds += seconds
+        at["total_flops"] += flops
+        at["total_seconds"] += seconds
         if steps == 0:
             break
         eval_watch = Stopwatch(device)
         eval_watch.start()
-        test_loss, test_acc = evaluate_model(model, test_loader, device)
+        val_loss, val_acc = (evaluate_model(model, val_loader, device, precision)
+                             if val_loader is not None else (None, None))
+        test_loss, test_acc = evaluate_model(model, test_loader, device, precision)
         eval_seconds = eval_watch.stop()
-        diverged = not (math.isfinite(train_loss) and math.isfinite(test_loss))
-        for k, v in zip(HISTORY_KEYS, (epoch + 1, train_loss, test_loss, test_acc, seconds, eval_seconds,
-                               steps, steps_first, steps_second, updates, flops, diverged)):
+        diverged = not all(math.isfinite(v) for v in (train_loss, test_loss, val_loss or 0.0))
+        for k, v in zip(HISTORY_KEYS, (epoch + 1, train_loss, val_loss, val_acc, test_loss, test_acc,
+                                       seconds, eval_seconds, steps, steps_first, steps_second, updates,
+                                       flops, diverged)):
             history[k].append(v)
         epochs.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.2f}")
         if diverged or out_of_budget:
             break
+        if on_epoch_end is not None:
+            on_epoch_end({"model": model.state_dict(), "optimizers": opts.state_dict(),
+                          "loader": train_loader.state_dict(), "rng": rng_state(), "at": dict(at),
+                          "history": history})
     model.set_trainable(BOTH)
     return history
 

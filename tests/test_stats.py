@@ -6,17 +6,33 @@ from stats import format_table, mean_ci, summarize, t_quantile_975
 
 
 def test_t_quantiles():
-    assert t_quantile_975(1) == 12.706
-    assert t_quantile_975(4) == 2.776
+    # printed tables of Student's t, two-sided 95%
+    for df, q in ((1, 12.706), (2, 4.303), (4, 2.776), (13, 2.160), (30, 2.042)):
+        assert t_quantile_975(df) == pytest.approx(q, abs=5e-4)
     assert t_quantile_975(1e9) == pytest.approx(1.96, abs=1e-3)
-    assert 2.179 > t_quantile_975(13) > 2.131  # interpolated between table rows 12 and 15
     with pytest.raises(ValueError):
         t_quantile_975(0)
 
 
+def test_paired_t_test_matches_the_textbook_formula():
+    from stats import paired
+    a, b = [57.1, 57.4, 56.9, 57.3], [55.6, 55.9, 55.8, 55.2]
+    d = [x - y for x, y in zip(a, b)]
+    n, mean = len(d), sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    t = mean / (sd / math.sqrt(n))
+    from scipy import stats as sps
+    r = paired(a, b)
+    assert r["mean"] == pytest.approx(mean) and r["pairs"] == 4
+    assert r["p_value"] == pytest.approx(2 * sps.t.sf(abs(t), n - 1))
+    assert r["ci95_high"] - r["mean"] == pytest.approx(3.182 * sd / math.sqrt(n), rel=1e-3)
+    same = paired([2.0, 3.0], [1.0, 2.0])  # every pair +1: no spread, no test
+    assert same["mean"] == 1 and same["p_value"] is None
+
+
 def test_mean_ci_by_hand():
     m, lo, hi = mean_ci([1.0, 2.0, 3.0])
-    half = 4.303 * 1.0 / math.sqrt(3)  # sd 1, n 3, df 2
+    half = 4.302653 * 1.0 / math.sqrt(3)  # sd 1, n 3, df 2
     assert (m, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
     assert mean_ci([5.0]) == (5.0, None, None)
 

@@ -1,0 +1,79 @@
+"""Precision: bf16 trains and stays finite with fp32 master weights; fp32 is bit-for-bit what it was."""
+import json
+
+import pytest
+import torch
+
+import experiments
+from config import Config, default_out
+from conftest import ROOT
+from models import SimpleNN
+from training_loop import precision_context, train
+
+TIMING = {"epoch_time_s", "eval_time_s"}
+
+
+def test_bf16_trains_finite_with_fp32_master_weights(loaders):
+    model = SimpleNN()
+    h = train(model, *loaders, num_epochs=2, precision="bf16")
+    assert all(torch.isfinite(torch.tensor(h["train_loss"] + h["test_loss"])))
+    assert h["test_acc"][-1] > 30  # it learns (10 classes: chance is 10%)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_autocast_runs_the_gemms_in_bf16(tiny):
+    model = SimpleNN()
+    seen = []
+    model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with precision_context("bf16", "cpu"):
+        model(tiny.x_test[:8])
+    model(tiny.x_test[:8])
+    assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_bf16_differs_from_fp32_only_a_little(loaders):
+    torch.manual_seed(0)
+    a = train(SimpleNN(), *loaders, num_epochs=2)
+    torch.manual_seed(0)
+    b = train(SimpleNN(), *loaders, num_epochs=2, precision="bf16")
+    assert a["train_loss"] != b["train_loss"]  # the numerics really changed
+    assert b["train_loss"][-1] == pytest.approx(a["train_loss"][-1], rel=0.1)
+
+
+def test_fp32_histories_are_unchanged_by_this_work(tmp_path):
+    """Every strategy against histories stored before precision, validation, depth and
+    checkpoints existed (tests/data/make_fp32_reference.py, same thread count)."""
+    ref = json.loads((ROOT / "tests" / "data" / "fp32_reference.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ref["threads"])  # GEMM reductions split by thread count
+    try:
+        assert experiments.main(ref["args"] + ["--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    runs = {}
+    for f in (tmp_path / "runs").glob("*.json"):
+        run = json.loads(f.read_text())
+        runs[f"{run['strategy']}/{run['seed']}"] = run["history"]
+    assert set(runs) == set(ref["runs"]) and len(runs) == 22
+    for key, expected in ref["runs"].items():
+        for column, values in expected.items():
+            assert runs[key][column] == values, (key, column)
+
+
+def test_precision_keys_the_results_folder(tmp_path, capsys):
+    args = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
+            "--epochs", "1", "--seeds", "1", "--strategies", "standard", "--no-progress",
+            "--out", str(tmp_path)]
+    assert experiments.main(args) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["settings"]["precision"] == "fp32"
+    capsys.readouterr()
+    assert experiments.main(args + ["--precision", "bf16"]) == 2
+    assert "precision was 'fp32', now 'bf16'" in capsys.readouterr().err
+    assert default_out(Config(precision="bf16")) != default_out(Config())
+
+
+def test_tf32_without_cuda_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert experiments.main(["--dataset", "synthetic", "--precision", "tf32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a CUDA GPU" in err and "Traceback" not in err
