@@ -6,10 +6,13 @@ which parameter group trains when, plus optimizer options.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from training_loop import STANDARD, Schedule, alternating
+from data import DATASETS
+from training_loop import PRECISIONS, STANDARD, Schedule, alternating
 
 CORE = ("standard", "alternating-epoch", "alternating-batch")
 
@@ -17,10 +20,11 @@ CORE = ("standard", "alternating-epoch", "alternating-batch")
 @dataclass
 class Config:
     # data
-    dataset: str = "cifar10"           # cifar10 | folder | synthetic
+    dataset: str = "cifar10"           # see data.DATASETS
     data_dir: str = "./data"
     train_size: int | None = None      # a seeded random subset (synthetic: how many to generate)
     test_size: int | None = None
+    val_size: int = 0                  # held out of the training images; selection uses only this
     # the experiment
     epochs: int = 15
     batch_size: int = 128
@@ -36,30 +40,197 @@ class Config:
     match_to: str = "alternating-batch"  # ...this strategy's run with the same seed
     target_frac: float = 0.95          # epochs-to-target: this fraction of standard's mean final acc
     # model
+    depth: int = 2                     # hidden blocks
+    split: int | None = None           # blocks in the first half (default: depth // 2, at least 1)
     hidden_size: int = 512
     dropout: float = 0.3
+    precision: str = "fp32"            # fp32 | bf16 (autocast) | tf32 (CUDA)
+    # a sweep: ((key, (value, ...)), ...); the cells are the product of the value lists
+    grid: tuple = ()
     # running
     device: str = "auto"
     compile: bool = False
     eval_batch_size: int = 1000
-    out: str = "."
+    out: str | None = None             # default: results/<dataset and settings>, see default_out()
     overwrite: bool = False
     dry_run: bool = False
     progress: bool = True
+    # launching runs
+    launcher: str = "local"            # local | slurm
+    workers: int = 1                   # local: concurrent run processes
+    threads: int | None = None         # torch threads per run (default: cores / workers)
+    slurm_partition: str | None = None
+    slurm_time: int = 60               # minutes per job
+    slurm_cpus_per_task: int = 1
+    slurm_gpus_per_task: int = 0
+    slurm_args: tuple = ()             # ("KEY=VALUE", ...) passed on to submitit
+    wait: bool = True                  # slurm: wait for the jobs, then summarise
 
     def effective(self):
         """The config as run: --dry-run shrinks data, epochs and seeds to a smoke check."""
         if not self.dry_run:
             return self
-        return Config(**{**asdict(self), "epochs": 1, "seeds": 1,
-                         "train_size": 4 * self.batch_size, "test_size": 2 * self.batch_size})
+        val = self.batch_size if self.val_size else 0
+        return Config(**{**asdict(self), "epochs": 1, "seeds": 1, "val_size": val,
+                         "train_size": 4 * self.batch_size + val, "test_size": 2 * self.batch_size})
+
+    @property
+    def first_half_blocks(self):
+        return self.split if self.split is not None else max(1, self.depth // 2)
 
     def result_key(self):
         """Settings that change a run's result: a results folder holds runs of one key only.
         Seeds and strategies may grow between invocations; runs already done are reused.
         data_dir is left out so that the same data extracted elsewhere can resume a folder."""
-        skip = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IN_KEY}
+
+
+# settings that do not change what a run computes (threads change fp32 rounding, see ARCHITECTURE.md)
+NOT_IN_KEY = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir", "grid",
+              "launcher", "workers", "threads", "slurm_partition", "slurm_time", "slurm_cpus_per_task",
+              "slurm_gpus_per_task", "slurm_args", "wait"}
+# settings a --grid may vary: those that change results, less the ones about running
+GRID_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_IN_KEY
+                  and f.name not in {"dry_run", "device", "compile", "eval_batch_size", "target_frac",
+                                     "match_to"})
+DEFAULT_KEY = Config().result_key()
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; its message is one line."""
+
+
+# --- one parser per setting, shared by the flags and by --grid values ---------------------
+def positive_int(text):
+    v = _number(int, text)
+    if v is None or v < 1:
+        raise ValueError(f"must be a whole number of at least 1, got {text!r}")
+    return v
+
+
+def nonnegative_int(text):
+    v = _number(int, text)
+    if v is None or v < 0:
+        raise ValueError(f"must be a whole number of at least 0, got {text!r}")
+    return v
+
+
+def positive_float(text):
+    v = _number(float, text)
+    if v is None or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"must be a positive finite number, got {text!r}")
+    return v
+
+
+def probability(text):
+    v = _number(float, text)
+    if v is None or not 0 <= v < 1:
+        raise ValueError(f"must be a number in [0, 1), got {text!r}")
+    return v
+
+
+def boolean(text):
+    t = str(text).lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+def choice(*options):
+    def parse(text):
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {text!r}")
+        return text
+    return parse
+
+
+def _number(kind, text):
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return kind(text) if kind is float or float(text).is_integer() else None
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return None
+
+
+PARSERS = {
+    "dataset": choice(*DATASETS), "train_size": positive_int, "test_size": positive_int,
+    "val_size": nonnegative_int, "epochs": positive_int, "batch_size": positive_int, "lr": positive_float,
+    "optimizer": choice("adam", "adamw", "sgd"), "switch_every": positive_int, "lr_first": positive_float,
+    "lr_second": positive_float, "freeze_bn_stats": boolean,
+    "match_budget": choice("epochs", "flops", "time"), "target_frac": positive_float,
+    "depth": positive_int, "split": positive_int, "hidden_size": positive_int, "dropout": probability,
+    "precision": choice(*PRECISIONS), "eval_batch_size": positive_int, "seeds": positive_int,
+    "workers": positive_int, "threads": positive_int, "slurm_time": positive_int,
+    "slurm_cpus_per_task": positive_int, "slurm_gpus_per_task": nonnegative_int,
+    "launcher": choice("local", "slurm"),
+}
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def check_config(cfg):
+    """Reject settings that cannot work, with a one-line message that names the fix."""
+    for name, parse in PARSERS.items():
+        v = getattr(cfg, name)
+        if v is None and name in ("train_size", "test_size", "lr_first", "lr_second", "split", "threads"):
+            continue
+        try:
+            parse(v)
+        except ValueError as e:
+            raise ConfigError(f"{flag(name)} {e}") from None
+    if not 1 <= cfg.first_half_blocks <= cfg.depth:
+        raise ConfigError(f"--split must be between 1 and --depth ({cfg.depth}), got {cfg.split}: the "
+                          f"first half holds blocks 1..split, the second half the rest and the head")
+    for s in cfg.strategies:
+        if not known_strategy(s):
+            raise ConfigError(f"unknown strategy {s!r} in --strategies; choose from core, all, "
+                              f"{', '.join(STRATEGIES)}, or alternating-K for a number K")
+    if not cfg.strategies:
+        raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
+    check_device(cfg.device, cfg.precision)
+
+
+def check_device(dev, precision="fp32"):
+    import torch
+    cuda = torch.cuda.is_available()
+    if dev.startswith("cuda") and not cuda:
+        raise ConfigError(f"--device {dev} was asked for, but CUDA is not available on this machine; "
+                          f"use --device cpu or --device auto")
+    if dev == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps was asked for, but MPS is not available on this machine; "
+                          "use --device cpu or --device auto")
+    if dev not in ("auto", "cpu", "mps") and not dev.startswith("cuda"):
+        raise ConfigError(f"unknown --device {dev!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if precision == "tf32" and (not cuda or dev in ("cpu", "mps")):
+        raise ConfigError("--precision tf32 needs a CUDA GPU (TF32 is a tensor-core format); "
+                          "use --precision fp32 or bf16 here")
+
+
+def default_out(cfg, root="results"):
+    """results/<dataset>[-<setting>=<value>...][-grid-<keys>]: the settings that differ from the
+    defaults name the folder, so a rerun with other settings lands in a folder of its own."""
+    key, base = cfg.result_key(), DEFAULT_KEY
+    grid_keys = [k for k, _ in cfg.grid]
+    parts = [cfg.dataset] + [f"{k}={_short(v)}" for k, v in key.items()
+                             if k not in ("dataset", "dry_run", *grid_keys) and v != base[k]]
+    if grid_keys:
+        parts.append("grid-" + ",".join(grid_keys))
+    name = "-".join(parts).replace(os.sep, "_")
+    if len(name) > 120:  # keep paths usable; the full settings are in config.json
+        import hashlib
+        name = name[:100] + "-" + hashlib.sha1(name.encode()).hexdigest()[:10]
+    return os.path.join(root, "dry-run" if cfg.dry_run else "", name)
+
+
+def _short(v):
+    return format(v, "g") if isinstance(v, float) else str(v)
 
 
 @dataclass(frozen=True)
@@ -121,7 +292,7 @@ def train_options(name, cfg):
     s = strategy(name, cfg)
     lrs = (cfg.lr_first or cfg.lr, cfg.lr_second or 4 * cfg.lr) if s.two_timescale else None
     return dict(schedule=s.schedule, num_epochs=cfg.epochs, learning_rate=cfg.lr,
-                optimizer=cfg.optimizer, group_lrs=lrs, separate_optimizers=s.separate_optimizers,
+                optimizer=cfg.optimizer, precision=cfg.precision, group_lrs=lrs, separate_optimizers=s.separate_optimizers,
                 reset_optimizer=s.reset_optimizer,
                 freeze_bn_stats=cfg.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats)
 

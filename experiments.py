@@ -3,65 +3,29 @@
     python experiments.py                       # CIFAR-10, core strategies, 3 seeds
     python experiments.py --dataset folder --data-dir DIR --seeds 5
     python experiments.py --dataset synthetic --dry-run
+    python experiments.py --dataset fashion-mnist --val-size 5000 --grid lr=1e-3,3e-3 --grid depth=2,4
 
-Library use: `run_experiment(Config(...))` returns (runs, summary).
+Library use: `run_experiment(Config(...))` returns (runs, summary); with `Config.grid` set it
+runs the sweep and returns (cells, sweep summary).
 """
 from __future__ import annotations
 
 import argparse
-import math
-import platform
 import sys
 from dataclasses import asdict, replace
-from pathlib import Path
 
-import numpy as np
-import torch
-import torchvision
 from tqdm.auto import tqdm
 
-from config import CORE, STRATEGIES, Config, expand_strategies, known_strategy, train_options
-from data import DATASETS, DataError, Dataset, TensorLoader, load_dataset
-from models import SimpleNN
-from plots import plot_comparison
-from results import ResultsDir, ResultsError
+from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, Config, ConfigError, check_config,
+                    default_out, expand_strategies)
+from data import DATASETS, DataError
+from launchers import LaunchError, run_inprocess, run_local, run_slurm
+from plots import plot_comparison, plot_sweep
+from results import ResultsError, SweepDir
+from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
-from training_loop import pick_device, train
-
-
-class ConfigError(Exception):
-    """A setting that cannot work; its message is one line."""
-
-
-def check_config(cfg):
-    """Reject settings that cannot work, with a message that names the fix."""
-    for name in ("epochs", "batch_size", "seeds", "switch_every", "eval_batch_size"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {v!r}")
-    for name in ("lr", "lr_first", "lr_second"):
-        v = getattr(cfg, name)
-        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {v!r}")
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"unknown --dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
-    for s in cfg.strategies:
-        if not known_strategy(s):
-            raise ConfigError(f"unknown strategy {s!r} in --strategies; choose from core, all, "
-                              f"{', '.join(STRATEGIES)}, or alternating-K for a number K")
-    if not cfg.strategies:
-        raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
-    if cfg.match_budget not in ("epochs", "flops", "time"):
-        raise ConfigError(f"--match-budget must be epochs, flops or time, got {cfg.match_budget!r}")
-    dev = cfg.device
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {dev} was asked for, but CUDA is not available on this machine; "
-                          f"use --device cpu or --device auto")
-    if dev == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps was asked for, but MPS is not available on this machine; "
-                          "use --device cpu or --device auto")
-    if dev not in ("auto", "cpu", "mps") and not dev.startswith("cuda"):
-        raise ConfigError(f"unknown --device {dev!r}; choose auto, cpu, cuda, cuda:N or mps")
+from sweep import cell_label, format_sweep, grid_cells, parse_grid, summarize_sweep, sweep_csv
+from training_loop import pick_device
 
 
 def run_plan(cfg):
@@ -79,79 +43,155 @@ def run_plan(cfg):
     return plan
 
 
-def build_model(cfg, dataset):
-    """The classic MLP sized for the dataset's images and classes."""
-    return SimpleNN(dataset.input_size, cfg.hidden_size, len(dataset.classes), cfg.dropout)
+def prepare_cell(cfg, overwrite=False, cell=None):
+    """Open (or create) the cell's folder and record its settings and data; return the store."""
+    device = pick_device(cfg.device) if cfg.launcher == "local" and cfg.workers == 1 else "cpu"
+    store = open_cell(cfg, overwrite)
+    data = dataset_for(cfg, device)
+    store.write_config(asdict(cfg), {
+        **environment(pick_device(cfg.device)), "dataset_label": data.label,
+        "train_samples": len(data.y_train), "test_samples": len(data.y_test),
+        "val_samples": 0 if data.y_val is None else len(data.y_val),
+        **({"cell": cell} if cell is not None else {})})
+    return store, data
 
 
-def run_one(cfg, dataset: Dataset, name, seed, device, budget=None, progress=False):
-    """Train strategy `name` from seed `seed`: same initial weights, data order and dropout
-    stream as every other strategy with that seed."""
-    torch.manual_seed(seed)
-    model = build_model(cfg, dataset).to(device)
-    if cfg.compile:
-        model = torch.compile(model)
-    train_loader = TensorLoader(dataset.x_train, dataset.y_train, cfg.batch_size, shuffle=True, seed=seed)
-    test_loader = TensorLoader(dataset.x_test, dataset.y_test, cfg.eval_batch_size)
-    history = train(model, train_loader, test_loader, device=device, progress=progress,
-                    desc=f"{name} seed {seed}", **train_options(name, cfg), **(budget or {}))
-    return {"strategy": name, "seed": seed, "history": history}
+def units_of(cfg, store):
+    """The cell's planned runs that are not saved yet, as units."""
+    return [Unit(cfg, name, seed, after=(cfg.match_to, seed) if "@" in name else None)
+            for name, seed in run_plan(cfg) if not store.done(name, seed)]
 
 
-def _budget(cfg, name, seed, store):
-    """max_flops / max_seconds for a matched-budget standard run, from its reference run."""
-    if "@" not in name:
-        return None
-    ref = store.done(cfg.match_to, seed)["history"]
-    if cfg.match_budget == "flops":
-        return {"max_flops": sum(ref["train_flops"])}
-    return {"max_seconds": sum(ref["epoch_time_s"])}
+def launch(units, cfg, stores, log):
+    """Execute units with the configured launcher; print a line per finished run and keep each
+    cell's metrics.csv current. Returns the units that did not finish, with reasons."""
+    bar = tqdm(total=len(units), desc="runs", disable=not cfg.progress or cfg.launcher == "slurm")
+    say = bar.write if cfg.progress else log
+
+    def on_done(unit, run):
+        say(run_line(run))
+        stores[unit.cfg.out].refresh().write_metrics()
+        bar.update()
+
+    try:
+        if cfg.launcher == "slurm":
+            return run_slurm(units, on_done, cfg, cfg.out, is_done=_saved_run(stores), log=say)
+        if cfg.workers > 1:
+            return run_local(units, on_done, cfg.workers, cfg.device, cfg.threads, log=say)
+        return run_inprocess(units, on_done, threads=cfg.threads, progress=cfg.progress, log=say)
+    finally:
+        bar.close()
 
 
-def environment(device):
-    dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or
-                                                                        platform.machine())
-    return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "torchvision": torchvision.__version__, "numpy": np.__version__},
-            "device": str(dev), "device_name": name, "threads": torch.get_num_threads()}
+def _saved_run(stores):
+    return lambda unit: stores[unit.cfg.out].refresh().done(unit.strategy, unit.seed)
+
+
+def _ordered_runs(cfg, store):
+    """Every run in the folder: the planned strategies first, then any others earlier invocations
+    left there, so the summary and figure cover the whole folder."""
+    names = [n for n, _ in run_plan(cfg)]
+    order = list(dict.fromkeys(["standard", *names, *sorted(n for n, _ in store.runs)]))
+    return sorted(store.runs.values(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
+
+
+def summarise_cell(cfg, store, label, title_extra=""):
+    """Write the cell's metrics.csv, summary.json and comparison_results.png; return (runs, summary)."""
+    store.refresh().write_metrics()
+    runs = _ordered_runs(cfg, store)
+    summary = summarize(runs, target_frac=cfg.target_frac)
+    summary["dataset"] = label
+    store.write_summary(summary)
+    model = f"{cfg.depth} x {cfg.hidden_size} MLP" if (cfg.depth, cfg.hidden_size) != (2, 512) else "MLP"
+    title = (f"Alternating freezing vs standard training: {label}, {model}, {cfg.epochs} epochs, "
+             f"batch {cfg.batch_size}, {cfg.optimizer.capitalize()} lr {cfg.lr:g}"
+             + ("" if cfg.precision == "fp32" else f", {cfg.precision}") + title_extra)
+    store.save_figure(plot_comparison(runs, summary, title=title))
+    return runs, summary
+
+
+def _report_unfinished(failed, out, log):
+    if failed:
+        log(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{u.label} ({why})" for u, why in failed[:3])
+            + ("; ..." if len(failed) > 3 else "") + f". Finished runs are saved in {out}; rerun the same "
+            f"command to complete the rest (unfinished runs resume from their last epoch)")
 
 
 def run_experiment(cfg: Config, log=print):
-    """Run (or resume) every planned run, write all outputs into cfg.out; return (runs, summary)."""
+    """Run (or resume) every planned run, write all outputs into cfg.out; return (runs, summary).
+    With cfg.grid, run the sweep instead (see run_sweep)."""
     check_config(cfg)
-    cfg = cfg.effective()
-    device = pick_device(cfg.device)
-    store = ResultsDir(cfg.out, cfg.result_key(), cfg.overwrite)
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.train_size, cfg.test_size)
-    store.write_config(asdict(cfg), {**environment(device), "dataset_label": dataset.label,
-                                     "train_samples": len(dataset.y_train),
-                                     "test_samples": len(dataset.y_test)})
+    if cfg.grid:
+        return run_sweep(cfg, log)
+    cfg = replace(cfg, out=cfg.out or default_out(cfg)).effective()
+    log(f"results folder: {cfg.out}")
+    store, data = prepare_cell(cfg, cfg.overwrite)
+    units = units_of(cfg, store)
     plan = run_plan(cfg)
-    done = [(n, s) for n, s in plan if store.done(n, s)]
-    log(f"data: {dataset.label}, {len(dataset.y_train)} train / {len(dataset.y_test)} test images; "
-        f"device: {device}; {cfg.epochs} epochs; seeds 0-{cfg.seeds - 1}; {len(plan)} runs"
-        + (f", {len(done)} already in {cfg.out} (skipped)" if done else ""))
-    bar = tqdm(plan, desc="runs", disable=not cfg.progress)
-    for name, seed in bar:
-        if store.done(name, seed):
-            continue
-        run = run_one(cfg, dataset, name, seed, device, _budget(cfg, name, seed, store), cfg.progress)
-        store.save_run(run)
-        h = run["history"]
-        tag = "  DIVERGED (loss not finite), stopped early" if any(h["diverged"]) else ""
-        bar.write(f"{name:<26} seed {seed}  final acc {h['test_acc'][-1]:6.2f}%  "
-                  f"{sum(h['epoch_time_s']):7.1f} s training{tag}")
-    runs = [store.done(n, s) for n, s in plan]
-    summary = summarize(runs, target_frac=cfg.target_frac)
-    summary["dataset"] = dataset.label
-    store.write_summary(summary)
-    title = (f"Alternating freezing vs standard training: {dataset.label}, "
-             f"{cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g}")
-    plot_comparison(runs, summary, Path(cfg.out) / "comparison_results.png", title)
+    log(f"data: {data.label}, {len(data.y_train)} train / "
+        + (f"{len(data.y_val)} validation / " if data.y_val is not None else "")
+        + f"{len(data.y_test)} test images; device: {pick_device(cfg.device)}; {cfg.precision}; "
+        f"{cfg.epochs} epochs; seeds 0-{cfg.seeds - 1}; {len(plan)} runs"
+        + (f", {len(plan) - len(units)} already in {cfg.out} (skipped)" if len(units) < len(plan) else ""))
+    failed = launch(units, cfg, {cfg.out: store}, log)
+    if not cfg.wait and failed:
+        log(f"submitted; rerun the same command to collect the results into {cfg.out}")
+        return [], None
+    runs, summary = summarise_cell(cfg, store, data.label)
     log(format_table(summary))
     log(f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
+    _report_unfinished(failed, cfg.out, log)
+    if failed:
+        raise Unfinished(len(failed))
     return runs, summary
+
+
+class Unfinished(Exception):
+    """Some runs did not finish (their workers or jobs died); a rerun completes them."""
+
+
+def run_sweep(cfg: Config, log=print):
+    """Every cell of cfg.grid, each with its usual outputs in a subfolder of cfg.out, then
+    sweep.csv, sweep_summary.json and sweep_results.png over every cell in the folder."""
+    cfg = replace(cfg, out=cfg.out or default_out(cfg))
+    keys = [k for k, _ in cfg.grid]
+    cells = grid_cells(cfg)
+    base = {k: v for k, v in cells[0][1].result_key().items() if k not in keys}
+    log(f"results folder: {cfg.out}")
+    sweep = SweepDir(cfg.out, base, keys, cfg.overwrite, defaults=DEFAULT_KEY)
+    stores, units, labels = {}, [], {}
+    for values, cell in cells:
+        cell = replace(cell, out=str(sweep.cell_path(values)))
+        store, data = prepare_cell(cell, cell=values)
+        stores[cell.out], labels[cell.out] = store, data.label
+        units += units_of(cell, store)
+    total = sum(len(run_plan(c)) for _, c in cells)
+    log(f"sweep: {len(cells)} cells ({' x '.join(f'{len(v)} {k}' for k, v in cfg.grid)}), "
+        f"{total} runs, {total - len(units)} already in {cfg.out} (skipped); data: {data.label}; "
+        f"{cells[0][1].precision}")
+    failed = launch(units, cfg, stores, log)
+    if not cfg.wait and failed:
+        log(f"submitted; rerun the same command to collect the results into {cfg.out}")
+        return [], None
+    done = []
+    for values, folder in sweep.cells():
+        cell = replace(cfg, **values, grid=(), out=str(folder)).effective()
+        store = stores.get(str(folder)) or open_cell(cell)
+        runs, _ = summarise_cell(cell, store, labels.get(str(folder), data.label),
+                                 f"\nsweep cell {cell_label(values)}")
+        done.append((values, runs))
+    summary = summarize_sweep(done, keys, target_frac=cfg.target_frac)
+    summary["dataset"] = data.label
+    sweep.write_table(sweep_csv(summary))
+    sweep.write_summary(summary)
+    sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard, "
+                                                  f"{cfg.effective().epochs} epochs, {cfg.precision}"))
+    log(format_sweep(summary))
+    log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")
+    _report_unfinished(failed, cfg.out, log)
+    if failed:
+        raise Unfinished(len(failed))
+    return done, summary
 
 
 # --- command line -----------------------------------------------------------------
@@ -160,85 +200,120 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see python experiments.py --help\n")
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = None
-    if v is None or v < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        v = None
-    if v is None or not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
-    return v
+def _type(name):
+    """argparse type for a setting, from the one parser config.py keeps for it."""
+    def parse(text):
+        try:
+            return PARSERS[name](text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name
+    return parse
 
 
 def parse_args(argv=None):
     d = Config()
     p = _OneLineParser(description=__doc__.split("\n")[0],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default=d.dataset, choices=DATASETS,
-                   help="cifar10 (torchvision, downloaded into --data-dir), folder (ImageFolder "
-                        "with train/ and test/), or synthetic (generated, no files)")
-    p.add_argument("--data-dir", default=d.data_dir, help="where the data lives")
-    p.add_argument("--train-size", type=_positive_int, default=d.train_size,
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=d.dataset, choices=DATASETS,
+                   help="cifar10, cifar100, mnist, fashion-mnist, svhn (torchvision: downloaded into "
+                        "--data-dir, or read from it offline), folder (ImageFolder with train/ and "
+                        "test/), or synthetic (generated, no files)")
+    g.add_argument("--data-dir", default=d.data_dir, help="where the data lives")
+    g.add_argument("--train-size", type=_type("train_size"), default=d.train_size,
                    help="use a seeded random subset of this many training images")
-    p.add_argument("--test-size", type=_positive_int, default=d.test_size,
+    g.add_argument("--test-size", type=_type("test_size"), default=d.test_size,
                    help="use a seeded random subset of this many test images")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=_positive_float, default=d.lr, help="learning rate")
-    p.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
-    p.add_argument("--seeds", type=_positive_int, default=d.seeds,
+    g.add_argument("--val-size", type=_type("val_size"), default=d.val_size,
+                   help="hold out this many training images for validation (the same ones for every "
+                        "strategy and seed); anything selected is selected on them")
+    g = p.add_argument_group("the experiment")
+    g.add_argument("--epochs", type=_type("epochs"), default=d.epochs)
+    g.add_argument("--batch-size", type=_type("batch_size"), default=d.batch_size)
+    g.add_argument("--lr", type=_type("lr"), default=d.lr, help="learning rate")
+    g.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
+    g.add_argument("--seeds", type=_type("seeds"), default=d.seeds,
                    help="run seeds 0..N-1; a seed fixes initial weights and data order for all strategies")
-    p.add_argument("--strategies", default=",".join(d.strategies) if d.strategies != CORE else "core",
+    g.add_argument("--strategies", default=",".join(d.strategies) if d.strategies != CORE else "core",
                    help=f"comma list, 'core' ({', '.join(CORE)}) or 'all' ({', '.join(STRATEGIES)}); "
                         "also alternating-K for any K")
-    p.add_argument("--switch-every", type=_positive_int, default=d.switch_every,
+    g.add_argument("--switch-every", type=_type("switch_every"), default=d.switch_every,
                    help="K batches for the alternating-k strategy")
-    p.add_argument("--lr-first", type=_positive_float, default=d.lr_first,
+    g.add_argument("--lr-first", type=_type("lr_first"), default=d.lr_first,
                    help="gan-style: first half's learning rate (default: --lr)")
-    p.add_argument("--lr-second", type=_positive_float, default=d.lr_second,
+    g.add_argument("--lr-second", type=_type("lr_second"), default=d.lr_second,
                    help="gan-style: second half's learning rate (default: 4 x --lr)")
-    p.add_argument("--freeze-bn-stats", action="store_true",
+    g.add_argument("--freeze-bn-stats", action="store_true",
                    help="frozen half's BatchNorm running statistics stay fixed too")
-    p.add_argument("--match-budget", default=d.match_budget, choices=("epochs", "flops", "time"),
+    g.add_argument("--match-budget", default=d.match_budget, choices=("epochs", "flops", "time"),
                    help="flops/time: add a standard run stopped at the FLOPs or seconds that "
                         "--match-to used with the same seed")
-    p.add_argument("--match-to", default=d.match_to, help="reference strategy for --match-budget")
-    p.add_argument("--target-frac", type=_positive_float, default=d.target_frac,
+    g.add_argument("--match-to", default=d.match_to, help="reference strategy for --match-budget")
+    g.add_argument("--target-frac", type=_type("target_frac"), default=d.target_frac,
                    help="epochs-to-target uses this fraction of standard's mean final accuracy")
-    p.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, else CPU), cpu, cuda, mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
-    p.add_argument("--out", default=d.out, help="folder for config.json, metrics.csv, summary.json, "
-                                                 "comparison_results.png and runs/")
-    p.add_argument("--overwrite", action="store_true",
+    g = p.add_argument_group("model and numerics")
+    g.add_argument("--depth", type=_type("depth"), default=d.depth, help="hidden blocks")
+    g.add_argument("--split", type=_type("split"), default=d.split,
+                   help="hidden blocks in the first half (default: depth // 2, at least 1)")
+    g.add_argument("--hidden-size", type=_type("hidden_size"), default=d.hidden_size)
+    g.add_argument("--dropout", type=_type("dropout"), default=d.dropout)
+    g.add_argument("--precision", default=d.precision, choices=("fp32", "bf16", "tf32"),
+                   help="fp32; bf16 autocast with fp32 weights and optimizer state; tf32 (CUDA only)")
+    g = p.add_argument_group("sweeps")
+    g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="vary a setting (repeatable; the cells are the product): e.g. --grid "
+                        "lr=3e-4,1e-3,3e-3 --grid depth=2,4")
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, else CPU), cpu, cuda, mps")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    g.add_argument("--out", default=d.out,
+                   help="results folder (default: results/<dataset and the settings that differ from "
+                        "the defaults>; dry runs: results/dry-run/...)")
+    g.add_argument("--overwrite", action="store_true",
                    help="discard results already in --out instead of resuming")
-    p.add_argument("--dry-run", action="store_true",
+    g.add_argument("--dry-run", action="store_true",
                    help="smoke check: 1 epoch of 4 batches per strategy, 1 seed")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
-    a = p.parse_args(argv)
-    return replace(d, **{**vars(a), "strategies": expand_strategies(a.strategies)})
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g = p.add_argument_group("launching runs")
+    g.add_argument("--launcher", default=d.launcher, choices=("local", "slurm"),
+                   help="local: --workers processes on this machine; slurm: a job array via submitit")
+    g.add_argument("--workers", type=_type("workers"), default=d.workers,
+                   help="local: concurrent run processes (torch threads are split between them; "
+                        "spread over the GPUs if there are several)")
+    g.add_argument("--threads", type=_type("threads"), default=d.threads,
+                   help="torch threads per run (default: cores / workers; slurm: --slurm-cpus-per-task)")
+    g.add_argument("--slurm-partition", default=d.slurm_partition)
+    g.add_argument("--slurm-time", type=_type("slurm_time"), default=d.slurm_time,
+                   help="minutes per job")
+    g.add_argument("--slurm-cpus-per-task", type=_type("slurm_cpus_per_task"), default=d.slurm_cpus_per_task)
+    g.add_argument("--slurm-gpus-per-task", type=_type("slurm_gpus_per_task"), default=d.slurm_gpus_per_task)
+    g.add_argument("--slurm-arg", dest="slurm_args", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option, e.g. --slurm-arg account=mylab (repeatable)")
+    g.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="slurm: submit and return; rerun the same command to collect the results")
+    a = vars(p.parse_args(argv))
+    for kv in a["slurm_args"]:
+        if "=" not in kv or not kv.split("=", 1)[0]:
+            p.error(f"argument --slurm-arg: expected KEY=VALUE, got {kv!r}")
+    return replace(d, **{**a, "strategies": expand_strategies(a["strategies"]),
+                         "grid": parse_grid(a["grid"]), "slurm_args": tuple(a["slurm_args"])})
 
 
 def main(argv=None):
+    cfg = None
     try:
         cfg = parse_args(argv)
         run_experiment(cfg)
-    except (ConfigError, DataError, ResultsError) as e:
+    except (ConfigError, DataError, ResultsError, LaunchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Unfinished:
+        return 1
     except KeyboardInterrupt:
-        out = cfg.out if "cfg" in locals() else "--out"
-        print(f"\ninterrupted: finished runs are saved in {out}; rerun the same command to resume",
-              file=sys.stderr)
+        out = (cfg.out or default_out(cfg)) if cfg else "--out"
+        print(f"\ninterrupted: finished runs are saved in {out}, and the run in progress keeps its "
+              f"last finished epoch; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
 

@@ -1,14 +1,40 @@
-"""comparison_results.png: curves as mean with a std band across seeds, costs, and paired differences."""
+"""Figures: comparison_results.png (one experiment) and sweep_results.png (a sweep's map).
+
+Every strategy keeps one colour and line style in every figure (`style`), whatever
+subset of strategies a figure shows. Figures are built with the Figure API (no pyplot
+state) and returned; results.py saves them.
+"""
 from __future__ import annotations
 
 import warnings
+import zlib
 from contextlib import contextmanager
 
 import matplotlib
 import numpy as np
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure  # no pyplot: no global state, no backend switching
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
+from config import CORE, STRATEGIES
 from stats import final_acc, run_diverged
+
+# the named strategies in a fixed order: each gets its own colour for good
+_NAMED = list(dict.fromkeys([*CORE, "standard@flops", "standard@time", *STRATEGIES]))
+_PALETTE = [matplotlib.colormaps["tab10"](i) for i in range(10)] + \
+           [matplotlib.colormaps["tab20"](i) for i in range(1, 20, 2)]
+_DASHES = ["--", ":", "-."]
+
+
+def style(name):
+    """(colour, line style) of a strategy, the same in every figure. Names outside the table
+    (alternating-25, ...) get a colour and a dashed style from a hash of the name."""
+    if name in _NAMED:
+        i = _NAMED.index(name)
+        return _PALETTE[i % len(_PALETTE)], "-" if i < len(_PALETTE) else _DASHES[0]
+    h = zlib.crc32(name.encode())
+    return _PALETTE[h % len(_PALETTE)], _DASHES[(h // len(_PALETTE)) % len(_DASHES)]
 
 
 def _by_strategy(runs):
@@ -28,14 +54,6 @@ def _stack(runs, key, cumulative=False):
     return a
 
 
-def _band(ax, x, a, color, label):
-    with _quiet():
-        m, s = np.nanmean(a, 1), np.nanstd(a, 1)
-    ax.plot(x, m, color=color, label=label, lw=1.6)
-    if a.shape[1] > 1:
-        ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
-
-
 @contextmanager
 def _quiet():
     """Silence numpy's RuntimeWarnings for all-NaN epochs (runs that stopped early)."""
@@ -44,45 +62,66 @@ def _quiet():
         yield
 
 
+def _band(ax, x, a, name):
+    color, ls = style(name)
+    with _quiet():
+        m, s = np.nanmean(a, 1), np.nanstd(a, 1)
+    ax.plot(x, m, color=color, ls=ls, lw=1.6)
+    if a.shape[1] > 1:
+        ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
+
+
+def _mean_curve(ax, runs, xkey, scale, name):
+    """Mean test accuracy against the mean cumulative `xkey` after each epoch (over seeds)."""
+    color, ls = style(name)
+    with _quiet():
+        x = np.nanmean(_stack(runs, xkey, cumulative=True), 1) / scale
+        y = np.nanmean(_stack(runs, "test_acc"), 1)
+    ax.plot(x, y, ls=ls, marker="o", ms=3, color=color)
+
+
+def _legend_label(name, runs):
+    bad = sum(run_diverged(r) for r in runs)
+    return name + (f" (diverged: {bad}/{len(runs)} seeds)" if bad else "")
+
+
 def plot_comparison(runs, summary, path=None, title=""):
-    """Eight panels; saves to `path` when given and returns the Figure."""
+    """Eight panels over epochs, time and compute; returns the Figure (saved to `path` if given)."""
     groups = _by_strategy(runs)
-    names = list(summary["strategies"]) or list(groups)
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    colors = {n: cmap(i) for i, n in enumerate(names)}
+    names = [n for n in (list(summary["strategies"]) or list(groups)) if n in groups]
     fig = Figure(figsize=(20, 9.5))
     axes = fig.subplots(2, 4)
     (a_trl, a_tel, a_acc, a_time), (a_wall, a_flops, a_final, a_diff) = axes
     for name in names:
         rs = [r for r in groups[name] if len(r["history"]["epoch"])]
-        c = colors[name]
         epochs = np.arange(1, max(len(r["history"]["epoch"]) for r in rs) + 1)
-        _band(a_trl, epochs, _stack(rs, "train_loss"), c, name)
-        _band(a_tel, epochs, _stack(rs, "test_loss"), c, name)
-        _band(a_acc, epochs, _stack(rs, "test_acc"), c, name)
-        with _quiet():
-            wall = np.nanmean(_stack(rs, "epoch_time_s", cumulative=True), 1)
-            acc = np.nanmean(_stack(rs, "test_acc"), 1)
-        a_wall.plot(wall, acc, "-o", ms=3, color=c, label=name)
-    _seconds_per_epoch(a_time, names, groups, colors)
-    _final_vs_flops(a_flops, names, groups, colors)
-    _final_bars(a_final, names, groups, colors)
-    _paired_diffs(a_diff, names, summary, colors)
+        _band(a_trl, epochs, _stack(rs, "train_loss"), name)
+        _band(a_tel, epochs, _stack(rs, "test_loss"), name)
+        _band(a_acc, epochs, _stack(rs, "test_acc"), name)
+        _mean_curve(a_wall, rs, "epoch_time_s", 1.0, name)
+        _mean_curve(a_flops, rs, "train_flops", 1e12, name)
+    _seconds_per_epoch(a_time, names, groups)
+    _final_bars(a_final, names, groups)
+    _paired_diffs(a_diff, names, summary)
 
     a_trl.set(title="Training loss", xlabel="epoch", ylabel="cross-entropy")
     a_tel.set(title="Test loss", xlabel="epoch", ylabel="cross-entropy")
     a_acc.set(title="Test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     a_wall.set(title="Test accuracy vs training time (mean of seeds)",
                xlabel="cumulative training seconds (evaluation excluded)", ylabel="accuracy (%)")
+    a_flops.set(title="Test accuracy vs training compute (mean of seeds)",
+                xlabel="cumulative training TFLOPs (GEMMs, analytic)", ylabel="accuracy (%)")
+    for ax in (a_trl, a_tel, a_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes.flat:
         ax.grid(alpha=0.3)
-    handles, labels = a_trl.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(names), 6), frameon=False,
-               fontsize=11)
+    handles = [Line2D([], [], color=style(n)[0], ls=style(n)[1], lw=2) for n in names]
+    fig.legend(handles, [_legend_label(n, groups[n]) for n in names], loc="lower center",
+               ncol=min(len(names), 5), frameon=False, fontsize=11)
     n_seeds = max(len(g) for g in groups.values())
     fig.suptitle(f"{title}\nlines: mean over {n_seeds} seed{'s' * (n_seeds > 1)}"
                  + ("; bands: +-1 std" if n_seeds > 1 else ""), fontsize=13)
-    fig.tight_layout(rect=(0, 0.05 + 0.025 * ((len(names) - 1) // 6), 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05 + 0.025 * ((len(names) - 1) // 5), 1, 0.93))
     if path:
         fig.savefig(path, dpi=110)
     return fig
@@ -92,60 +131,141 @@ def _finals(runs):
     return [final_acc(r) for r in runs if not run_diverged(r)]
 
 
-def _seconds_per_epoch(ax, names, groups, colors):
+def _seconds_per_epoch(ax, names, groups):
     per_run = [[np.mean(r["history"]["epoch_time_s"]) for r in groups[n]] for n in names]
     ax.bar(range(len(names)), [np.mean(v) for v in per_run],
            yerr=[np.std(v) if len(v) > 1 else 0 for v in per_run],
-           color=[colors[n] for n in names], capsize=3)
+           color=[style(n)[0] for n in names], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
     ax.set(title="Training time per epoch", ylabel="seconds (mean +- std over seeds)")
 
 
-def _final_vs_flops(ax, names, groups, colors):
-    for n in names:
-        ok = [r for r in groups[n] if not run_diverged(r)]
-        if not ok:
-            continue
-        pf = [sum(r["history"]["train_flops"]) / 1e12 for r in ok]
-        acc = _finals(ok)
-        ax.errorbar(np.mean(pf), np.mean(acc), yerr=np.std(acc) if len(acc) > 1 else None,
-                    fmt="o", ms=7, color=colors[n], capsize=3)
-    ax.set(title="Final accuracy vs training compute", xlabel="training TFLOPs (GEMMs, analytic)",
-           ylabel="final test accuracy (%)")
-
-
-def _final_bars(ax, names, groups, colors):
+def _final_bars(ax, names, groups):
+    all_acc = [a for n in names for a in _finals(groups[n])]
+    lo, hi = (min(all_acc), max(all_acc)) if all_acc else (0.0, 100.0)
+    pad = max(1.0, 0.15 * (hi - lo))
     for i, n in enumerate(names):
         acc = _finals(groups[n])
         if acc:
-            ax.bar(i, np.mean(acc), color=colors[n], alpha=0.6)
+            ax.bar(i, np.mean(acc), color=style(n)[0], alpha=0.6)
             ax.plot(np.full(len(acc), i), acc, "k.", ms=5)
-    all_acc = [a for n in names for a in _finals(groups[n])]
-    if all_acc:
-        lo, hi = min(all_acc), max(all_acc)
-        pad = max(1.0, 0.15 * (hi - lo))
-        ax.set_ylim(lo - 2 * pad, hi + pad)
+        bad = sum(run_diverged(r) for r in groups[n])
+        if bad:
+            ax.text(i, lo - 1.5 * pad, f"diverged\n{bad}/{len(groups[n])}", ha="center", va="bottom",
+                    color="firebrick", fontsize=9)
+    ax.set_ylim(lo - 2 * pad, hi + pad)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
     ax.set(title="Final test accuracy (bars: mean, dots: seeds)", ylabel="accuracy (%)")
 
 
-def _paired_diffs(ax, names, summary, colors):
+def _paired_diffs(ax, names, summary):
     ref = summary["reference"]
     shown = [n for n in names if n != ref]
     any_ci = False
     for i, n in enumerate(shown):
         d = summary["strategies"][n]["diff_vs_standard"]
         if d["mean"] is None:
+            ax.text(i, 0, "no pairs" if not summary["strategies"][n]["diverged"] else "diverged",
+                    ha="center", va="bottom", color="firebrick", fontsize=9)
             continue
         if d["ci95_low"] is not None:
             any_ci = True
             err = [[d["mean"] - d["ci95_low"]], [d["ci95_high"] - d["mean"]]]
         else:
             err = None
-        ax.errorbar(i, d["mean"], yerr=err, fmt="o", ms=7, color=colors[n], capsize=4)
+        ax.errorbar(i, d["mean"], yerr=err, fmt="o", ms=7, color=style(n)[0], capsize=4)
     ax.axhline(0, color="k", lw=1)
     ax.set_xticks(range(len(shown)), shown, rotation=35, ha="right", fontsize=9)
     ax.set_xlim(-0.6, len(shown) - 0.4)
     ax.set(title=f"Paired difference to {ref}" + (" (95% t-interval)" if any_ci else
                                                    " (1 seed: no interval)"),
            ylabel="final accuracy difference (points)")
+
+
+# --- the sweep's map ------------------------------------------------------------------------
+def _short(v):
+    return format(v, "g") if isinstance(v, float) else str(v)
+
+
+def plot_sweep(summary, path=None, title=""):
+    """Left: paired difference to standard per cell (rows) and strategy (columns), Holm-significant
+    cells marked. Right: the tuned comparison, each strategy at its own best lr."""
+    keys, ref, alpha = summary["grid_keys"], summary["reference"], summary["alpha"]
+    rows = summary["rows"]
+    cells = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
+    names = [n for n in dict.fromkeys(r["strategy"] for r in rows) if n != ref]
+    diff = np.full((len(cells), len(names)), np.nan)
+    text = [["" for _ in names] for _ in cells]
+    ref_acc = {}
+    for r in rows:
+        c = cells.index(tuple(r[k] for k in keys))
+        if r["strategy"] == ref:
+            ref_acc[c] = r["test_acc_mean"]
+            continue
+        j = names.index(r["strategy"])
+        if r["diff_vs_standard"] is None:
+            text[c][j] = "diverged" if r["diverged"] else "-"
+            continue
+        diff[c, j] = r["diff_vs_standard"]
+        sig = r["p_holm"] is not None and r["p_holm"] < alpha
+        text[c][j] = f"{r['diff_vs_standard']:+.2f}{'*' if sig else ''}"
+    fig = Figure(figsize=(10 + 2.2 * len(names), 2.2 + 0.5 * max(len(cells), 4)))
+    a_map, a_tuned = fig.subplots(1, 2, gridspec_kw={"width_ratios": [max(len(names), 1) * 1.2, 3.0]})
+    if not names:
+        a_map.text(0.5, 0.5, f"only {ref} ran: nothing to compare", ha="center", va="center")
+    lim = max(0.5, float(np.nanmax(np.abs(diff)))) if np.isfinite(diff).any() else 1.0
+    im = a_map.imshow(diff, cmap="RdBu", norm=TwoSlopeNorm(0, -lim, lim), aspect="auto")
+    for c in range(len(cells)):
+        for j in range(len(names)):
+            a_map.text(j, c, text[c][j], ha="center", va="center", fontsize=9,
+                       color="white" if np.isfinite(diff[c, j]) and abs(diff[c, j]) > 0.6 * lim else "black")
+    labels = [", ".join(f"{k}={_short(v)}" for k, v in zip(keys, cell))
+              + (f"  ({ref} {ref_acc[i]:.1f}%)" if ref_acc.get(i) is not None else "")
+              for i, cell in enumerate(cells)]
+    a_map.set_yticks(range(len(cells)), labels, fontsize=9)
+    a_map.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=9)
+    a_map.set_title(f"Final test accuracy minus {ref}'s, paired by seed (points)\n"
+                    f"* Holm-adjusted p < {alpha} over {sum(r['p_value'] is not None for r in rows)} "
+                    f"comparisons", fontsize=10)
+    fig.colorbar(im, ax=a_map, fraction=0.04, pad=0.02, label="points")
+    _tuned_panel(a_tuned, summary)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def _tuned_panel(ax, summary):
+    ref = summary["reference"]
+    if summary["tuned"] is None:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "Tuned comparison not made:\n" + summary["tuned_note"].replace("; ", ";\n"),
+                ha="center", va="center", wrap=True, fontsize=10)
+        return
+    y, labels = 0, []
+    for g in summary["tuned"]:
+        group = ", ".join(f"{k}={_short(v)}" for k, v in g["group"].items()) or "all cells"
+        ref_e = g["strategies"].get(ref, {})
+        for name, e in g["strategies"].items():
+            if name == ref:
+                continue
+            d = e.get("diff_vs_standard")
+            color = style(name)[0]
+            if d and d["mean"] is not None:
+                err = None if d["ci95_low"] is None else [[d["mean"] - d["ci95_low"]], [d["ci95_high"] - d["mean"]]]
+                ax.errorbar(d["mean"], y, xerr=err, fmt="o", color=color, capsize=4)
+                if d.get("p_holm") is not None and d["p_holm"] < summary["alpha"]:
+                    ax.annotate("*", (d["mean"], y), xytext=(0, 4), textcoords="offset points",
+                                ha="center", fontsize=12)
+            edge = lambda e: " (edge)" if e.get("at_edge") else ""  # noqa: E731
+            labels.append(f"{group}: {name} lr {_short(e['lr']) if e['lr'] else '-'}{edge(e)}\n"
+                          f"vs {ref} lr {_short(ref_e.get('lr')) if ref_e.get('lr') else '-'}{edge(ref_e)}")
+            y += 1
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3, axis="x")
+    ax.set(title="Tuned: each strategy at its own best lr,\nchosen on validation accuracy",
+           xlabel=f"test accuracy minus {ref}'s at its best lr\n(points, paired, 95% t-interval)")
+    ax.title.set_fontsize(10)

@@ -1,0 +1,116 @@
+"""One unit of work, a run: (cell, strategy, seed), executed the same way by every launcher.
+
+`execute(unit)` loads the cell's data (once per process), builds the model from the seed,
+trains with a checkpoint at every epoch end, and saves the finished run into the cell's
+folder through results.py. A run whose checkpoint is there resumes from it, bit for bit.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision
+
+from config import DEFAULT_KEY, Config, train_options
+from data import TensorLoader, load_dataset
+from models import FreezableMLP
+from results import ResultsDir
+from training_loop import pick_device, train
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Strategy `strategy` from seed `seed` in the cell described by `cfg` (whose out is the
+    cell's folder). `after` names the run of the same cell that must be finished first
+    (the reference of a matched-budget run)."""
+    cfg: Config
+    strategy: str
+    seed: int
+    after: tuple | None = None
+
+    @property
+    def label(self):
+        return f"{self.strategy} seed {self.seed}"
+
+
+def build_model(cfg, dataset):
+    """The MLP of `cfg` (depth blocks of hidden_size, split after first_half_blocks) for the data;
+    depth 2, split 1 is the classic 3072-512-512-10 network."""
+    return FreezableMLP(dataset.input_size, (cfg.hidden_size,) * cfg.depth, len(dataset.classes),
+                        cfg.dropout, split=cfg.first_half_blocks)
+
+
+_DATA = {}  # datasets already loaded in this process, by what determines them
+
+
+def dataset_for(cfg, device):
+    key = (cfg.dataset, str(cfg.data_dir), cfg.train_size, cfg.test_size, cfg.val_size, str(device))
+    if key not in _DATA:
+        _DATA.clear()  # one dataset at a time: a sweep over datasets should not hold them all
+        _DATA[key] = load_dataset(cfg.dataset, cfg.data_dir, device, cfg.train_size, cfg.test_size,
+                                  val_size=cfg.val_size)
+    return _DATA[key]
+
+
+def open_cell(cfg, overwrite=False):
+    """The results folder of the cell `cfg` describes."""
+    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY)
+
+
+def environment(device):
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or
+                                                                        platform.machine())
+    return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "torchvision": torchvision.__version__, "numpy": np.__version__},
+            "device": str(dev), "device_name": name, "threads": torch.get_num_threads()}
+
+
+def _budget(cfg, name, seed, store):
+    """max_flops / max_seconds for a matched-budget standard run, from its reference run."""
+    if "@" not in name:
+        return {}
+    ref = store.done(cfg.match_to, seed)["history"]
+    if cfg.match_budget == "flops":
+        return {"max_flops": sum(ref["train_flops"])}
+    return {"max_seconds": sum(ref["epoch_time_s"])}
+
+
+def execute(unit, device=None, log=print, progress=False):
+    """Run `unit` (or resume it from its checkpoint) and save it; return the run.
+    A run already saved is returned as it is."""
+    cfg, name, seed = unit.cfg, unit.strategy, unit.seed
+    device = pick_device(device or cfg.device)
+    store = open_cell(cfg)
+    if store.done(name, seed):
+        return store.done(name, seed)
+    data = dataset_for(cfg, device)
+    snapshot = store.load_checkpoint(name, seed)
+    if snapshot is not None:
+        log(f"resumed {name} seed {seed} from epoch {len(snapshot['history']['epoch'])}")
+    torch.manual_seed(seed)  # same initial weights and dropout stream for every strategy
+    model = build_model(cfg, data).to(device)
+    if cfg.compile:
+        model = torch.compile(model)
+    train_loader = TensorLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=seed)
+    test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
+    val_loader = (TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size)
+                  if data.x_val is not None else None)
+    history = train(model, train_loader, test_loader, device=device, val_loader=val_loader,
+                    resume=snapshot, on_epoch_end=lambda s: store.save_checkpoint(name, seed, s),
+                    progress=progress, desc=unit.label, **train_options(name, cfg),
+                    **_budget(cfg, name, seed, store))
+    run = {"strategy": name, "seed": seed, "history": history,
+           "environment": {"device": str(device), "threads": torch.get_num_threads()}}
+    store.save_run(run)
+    return run
+
+
+def run_line(run):
+    """The one line a launcher prints for a finished run."""
+    h = run["history"]
+    tag = "  DIVERGED (loss not finite), stopped early" if any(h["diverged"]) else ""
+    return (f"{run['strategy']:<26} seed {run['seed']}  final acc {h['test_acc'][-1]:6.2f}%  "
+            f"{sum(h['epoch_time_s']):7.1f} s training{tag}")

@@ -1,0 +1,150 @@
+"""Sweeps: cells from --grid, the map with Holm-adjusted tests, the tuned comparison on validation."""
+import csv
+import json
+
+import pytest
+
+import experiments
+from stats import holm
+from sweep import parse_grid, summarize_sweep, tuned_comparison
+
+TINY = ["--dataset", "synthetic", "--train-size", "384", "--test-size", "128", "--val-size", "128",
+        "--batch-size", "64", "--epochs", "1", "--seeds", "2", "--no-progress"]
+
+
+def run_cli(args, capsys):
+    try:
+        code = experiments.main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_writes_the_map_and_the_tuned_comparison(tmp_path, capsys):
+    out = tmp_path / "s"
+    code, text, err = run_cli(TINY + ["--grid", "lr=1e-3,3e-3", "--grid", "depth=2,3", "--out", str(out)],
+                              capsys)
+    assert code == 0, err
+    rows = _rows(out / "sweep.csv")
+    assert len(rows) == 4 * 3  # cells x strategies
+    assert {"lr", "depth", "strategy", "seeds", "test_acc_mean", "test_acc_std", "diff_vs_standard",
+            "ci_low", "ci_high", "p_value", "p_holm", "time_ratio", "flops_ratio"} <= set(rows[0])
+    assert {(r["lr"], r["depth"]) for r in rows} == {("0.001", "2"), ("0.001", "3"), ("0.003", "2"),
+                                                     ("0.003", "3")}
+    for cell in ("lr=0.001__depth=2", "lr=0.003__depth=3"):  # each cell: the usual outputs
+        for f in ("config.json", "metrics.csv", "summary.json", "comparison_results.png"):
+            assert (out / cell / f).exists()
+        assert not (out / cell / "checkpoints").exists()  # removed once every run is saved
+    cfg = json.loads((out / "lr=0.003__depth=3" / "config.json").read_text())
+    assert cfg["settings"]["lr"] == 0.003 and cfg["settings"]["depth"] == 3 and cfg["val_samples"] == 128
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert [g["group"] for g in summary["tuned"]] == [{"depth": 2}, {"depth": 3}]
+    assert (out / "sweep_results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "tuned comparison" in text and "p (Holm)" in text
+    # the history records validation
+    metrics = _rows(out / "lr=0.001__depth=2" / "metrics.csv")
+    assert all(r["val_acc"] for r in metrics)
+
+
+def test_sweep_resumes_and_adding_a_value_runs_only_the_new_cell(tmp_path, capsys):
+    base = TINY + ["--seeds", "1", "--strategies", "standard,alternating-batch", "--out", str(tmp_path)]
+    assert run_cli(base + ["--grid", "lr=1e-3"], capsys)[0] == 0
+    before = (tmp_path / "lr=0.001" / "runs" / "standard__seed0.json").stat().st_mtime_ns
+    code, out, _ = run_cli(base + ["--grid", "lr=1e-3,2e-3"], capsys)
+    assert code == 0 and "4 runs, 2 already in" in out
+    assert (tmp_path / "lr=0.001" / "runs" / "standard__seed0.json").stat().st_mtime_ns == before
+    assert len(_rows(tmp_path / "sweep.csv")) == 4
+    # other grid keys, or other shared settings, are refused
+    code, _, err = run_cli(base + ["--grid", "depth=2"], capsys)
+    assert code == 2 and "holds a sweep over lr, not depth" in err
+    code, _, err = run_cli(base + ["--grid", "lr=1e-3", "--epochs", "2"], capsys)
+    assert code == 2 and "other settings (epochs was 1, now 2)" in err
+
+
+def test_without_validation_the_sweep_says_tuning_needs_it(tmp_path, capsys):
+    i = TINY.index("--val-size")
+    args = TINY[:i] + TINY[i + 2:]
+    code, out, _ = run_cli(args + ["--seeds", "1", "--grid", "lr=1e-3,3e-3", "--out", str(tmp_path)], capsys)
+    assert code == 0
+    assert "tuned comparison: not made; the tuned comparison needs a validation split (--val-size N)" in out
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert summary["tuned"] is None and "never on the test set" in summary["tuned_note"]
+
+
+def _run(strategy, seed, test, val, diverged=False):
+    return {"strategy": strategy, "seed": seed, "history": {
+        "epoch": [1], "test_acc": [test], "val_acc": [val], "epoch_time_s": [1.0], "train_flops": [1],
+        "param_updates": [1], "diverged": [diverged]}}
+
+
+def test_tuned_comparison_selects_on_validation_never_on_test():
+    # at lr 0.01 alternating has the better *test* accuracy but the worse validation accuracy
+    cells = [({"lr": 0.001}, [_run("standard", s, 60 + s, 61) for s in range(3)]
+              + [_run("alt", s, 50 + s, 70) for s in range(3)]),
+             ({"lr": 0.01}, [_run("standard", s, 62 + s, 65) for s in range(3)]
+              + [_run("alt", s, 90 + s, 40) for s in range(3)]),
+             ({"lr": 0.1}, [_run("standard", s, 10, 10, diverged=(s == 0)) for s in range(3)]
+              + [_run("alt", s, 55, 50 + s) for s in range(3)])]
+    groups, note = tuned_comparison(cells, ["lr"])
+    assert note is None and len(groups) == 1
+    st = groups[0]["strategies"]
+    assert st["alt"]["lr"] == 0.001 and st["alt"]["at_edge"] == "lowest"
+    assert st["standard"]["lr"] == 0.01 and st["standard"]["at_edge"] is None  # 0.1 diverged: not eligible
+    d = st["alt"]["diff_vs_standard"]  # alt at 0.001 (50, 51, 52) minus standard at 0.01 (62, 63, 64)
+    assert d["mean"] == pytest.approx(-12) and d["pairs"] == 3
+
+
+def test_holm_step_down_by_hand():
+    p = [0.01, 0.04, None, 0.03, 0.5]
+    # sorted 0.01, 0.03, 0.04, 0.5 -> x4, x3, x2, x1, made monotone
+    assert holm(p) == pytest.approx([0.04, 0.09, None, 0.09, 0.5])
+
+
+def test_map_rows_and_holm_over_every_comparison():
+    cells = [({"lr": lr}, [_run("standard", s, 60 + s, 60) for s in range(3)]
+              + [_run("alt", s, 58 + s + 0.1 * s * s, 60) for s in range(3)]) for lr in (0.001, 0.01)]
+    s = summarize_sweep(cells, ["lr"])
+    alt = [r for r in s["rows"] if r["strategy"] == "alt"]
+    assert len(s["rows"]) == 4 and len(alt) == 2
+    assert all(r["p_holm"] == pytest.approx(min(1, 2 * r["p_value"])) for r in alt)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--grid", "colour=1,2"], "--grid: unknown key 'colour'"),
+    (["--grid", "lr=1e-3,0"], "--grid lr=0: --lr must be a positive finite number, got '0'"),
+    (["--grid", "lr="], "--grid lr= has no values"),
+    (["--grid", "lr=1e-3", "--grid", "lr=3e-3"], "--grid lr is given twice"),
+    (["--grid", "depth=2,x"], "--grid depth=x: --depth must be a whole number of at least 1"),
+    (["--grid", "lr"], "is not KEY=V1,V2,..."),
+    (["--depth", "0"], "--depth: must be a whole number of at least 1, got '0'"),
+    (["--split", "3"], "--split must be between 1 and --depth (2), got 3"),
+    (["--grid", "depth=1,2", "--split", "2"], "cell depth=1: --split must be between 1 and --depth (1)"),
+    (["--val-size", "384"], "--val-size 384 leaves no training data"),
+    (["--val-size", "-1"], "--val-size: must be a whole number of at least 0, got '-1'"),
+])
+def test_bad_sweep_input_gets_one_line(args, expected, tmp_path, capsys):
+    code, _, err = run_cli(TINY + args + ["--out", str(tmp_path / "o")], capsys)
+    assert code == 2, err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_dataset_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.utils as utils
+
+    def no_network(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(utils.urllib.request, "urlopen", no_network)
+    code, _, err = run_cli(["--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "d"),
+                            "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"Fashion-MNIST is not in {tmp_path / 'd' / 'FashionMNIST' / 'raw'}" in err
+    assert "train-images-idx3-ubyte.gz" in err
