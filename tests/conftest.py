@@ -25,3 +25,30 @@ def loaders(tiny):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/slurm_cluster.sh), or the one SLURM_CONF points at.
+    Skipped where SLURM is not installed, unless REQUIRE_SLURM=1 (CI sets it: never a silent skip)."""
+    import os
+    import shutil
+    import subprocess
+    if os.environ.get("SLURM_CONF") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
+        yield os.environ["SLURM_CONF"]
+        return
+    if not shutil.which("slurmctld") or os.geteuid() != 0:
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail("REQUIRE_SLURM=1 but slurm-wlm is not installed or this is not root")
+        pytest.skip("SLURM (Debian's slurm-wlm and munge) is not installed here")
+    folder = tmp_path_factory.mktemp("slurm")
+    script = str(ROOT / "tests" / "slurm_cluster.sh")
+    p = subprocess.run([script, "start", str(folder)], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        pytest.fail(f"could not start SLURM: {p.stderr.strip()}")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    try:
+        yield os.environ["SLURM_CONF"]
+    finally:
+        subprocess.run([script, "stop", str(folder)], capture_output=True)
+        del os.environ["SLURM_CONF"]

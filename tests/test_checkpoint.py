@@ -1,0 +1,90 @@
+"""Runs that survive being killed: epoch-end snapshots resume bit for bit."""
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from config import Config, train_options
+from conftest import ROOT
+from data import TensorLoader
+from models import SimpleNN
+from training_loop import train
+
+TIMING = {"epoch_time_s", "eval_time_s"}
+
+
+def _copy(snapshot):
+    buf = io.BytesIO()
+    torch.save(snapshot, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("name", ["standard", "alternating-epoch", "alternating-batch", "alternating-7",
+                                  "alternating-epoch-reset", "alternating-batch-bnfixed", "gan-style"])
+def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name):
+    opts = {**train_options(name, Config()), "num_epochs": 4}
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return SimpleNN(), TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=seed)
+
+    test = TensorLoader(tiny.x_test, tiny.y_test, 128)
+    model, loader = fresh(0)
+    snaps = []
+    full = train(model, loader, test, **opts, on_epoch_end=lambda s: snaps.append(_copy(s)))
+    assert len(snaps) == 4 and [len(s["history"]["epoch"]) for s in snaps] == [1, 2, 3, 4]
+    # a different initialisation, data order and RNG state: the snapshot must restore all of them
+    other, other_loader = fresh(123)
+    resumed = train(other, other_loader, test, **opts, resume=snaps[1])
+    for k in full:
+        if k not in TIMING:
+            assert resumed[k] == full[k], k
+    for (n, p), q in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(p, q), n
+
+
+def _cli(out, epochs=5):
+    return [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
+            "--test-size", "256", "--batch-size", "64", "--epochs", str(epochs), "--seeds", "1",
+            "--strategies", "standard", "--no-progress", "--out", str(out)]
+
+
+def _checkpoint_epochs(path):
+    try:
+        return len(torch.load(path, weights_only=False)["history"]["epoch"])
+    except Exception:  # not there yet
+        return 0
+
+
+def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = out / "checkpoints" / "standard__seed0.pt"
+    t0 = time.time()
+    while _checkpoint_epochs(ckpt) < 2:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() - t0 < 120, "no checkpoint in time"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    k = _checkpoint_epochs(ckpt)
+    assert 2 <= k < 5 and not (out / "runs" / "standard__seed0.json").exists()
+
+    rerun = subprocess.run(_cli(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed standard seed 0 from epoch {k}" in rerun.stdout
+    assert not ckpt.exists() and not ckpt.parent.exists()  # removed once the run is saved
+
+    fresh = subprocess.run(_cli(tmp_path / "fresh"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    a, b = (json.loads((d / "runs" / "standard__seed0.json").read_text())["history"]
+            for d in (out, tmp_path / "fresh"))
+    for key in a:
+        if key not in TIMING:
+            assert a[key] == b[key], key  # bit-identical losses and accuracies

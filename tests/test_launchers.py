@@ -1,0 +1,133 @@
+"""Launchers: local worker processes give the same runs as one process; a dead worker is reported
+and a rerun completes its run; SLURM (a real single-node cluster) gives the same runs again."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import experiments
+from conftest import ROOT
+
+TINY = ["--dataset", "synthetic", "--train-size", "512", "--test-size", "128", "--batch-size", "64",
+        "--epochs", "2", "--seeds", "2", "--no-progress"]
+TIMING = {"epoch_time_s", "eval_time_s"}
+
+
+def _results(out):
+    with open(Path(out) / "metrics.csv") as f:
+        return sorted(tuple((k, v) for k, v in r.items() if k not in TIMING) for r in csv.DictReader(f))
+
+
+def test_local_workers_equal_one_process(tmp_path, capsys):
+    """Same thread count per run, same results, whichever launcher ran them."""
+    assert experiments.main(TINY + ["--workers", "2", "--out", str(tmp_path / "w")]) == 0
+    assert experiments.main(TINY + ["--threads", "1", "--out", str(tmp_path / "p")]) == 0
+    assert len(_results(tmp_path / "w")) == 12
+    assert _results(tmp_path / "w") == _results(tmp_path / "p")
+    runs = [json.loads(f.read_text()) for f in (tmp_path / "w" / "runs").glob("*.json")]
+    assert {r["environment"]["threads"] for r in runs} == {1}
+
+
+def _children(pid):
+    """Worker processes of a launcher: its children started by multiprocessing's spawn."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(c) for c in out if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_a_dead_worker_is_reported_the_rest_finish_and_a_rerun_completes(tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
+            "--test-size", "256", "--batch-size", "64", "--epochs", "4", "--seeds", "2",
+            "--strategies", "standard,alternating-batch", "--workers", "2", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while len(list(out.glob("checkpoints/*.pt"))) < 2:  # both workers are past an epoch of their run
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() - t0 < 120
+        time.sleep(0.02)
+    victim = _children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert f"worker {victim} died (exit code -9)" in stdout
+    assert "1 run(s) did not finish" in stdout and "rerun the same command" in stdout
+    assert len(list((out / "runs").glob("*.json"))) == 3  # the other runs finished
+
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "3 already in" in rerun.stdout and "resumed" in rerun.stdout
+    assert len(list((out / "runs").glob("*.json"))) == 4
+
+
+# --- SLURM ---------------------------------------------------------------------------------
+def test_slurm_without_sbatch_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert experiments.main(TINY + ["--launcher", "slurm", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sbatch is not on the PATH" in err
+
+
+def test_slurm_sweep_equals_the_local_sweep(slurm, tmp_path):
+    sweep = TINY + ["--seeds", "1", "--grid", "lr=1e-3,3e-3"]
+    p = subprocess.run([sys.executable, "experiments.py", *sweep, "--launcher", "slurm",
+                        "--out", str(tmp_path / "slurm")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "submitted 6 runs as SLURM job array" in p.stdout
+    assert experiments.main(sweep + ["--workers", "2", "--out", str(tmp_path / "local")]) == 0
+    for cell in ("lr=0.001", "lr=0.003"):
+        assert _results(tmp_path / "slurm" / cell) == _results(tmp_path / "local" / cell)
+    table = [[{k: v for k, v in r.items() if k != "time_ratio"} for r in csv.DictReader(open(d / "sweep.csv"))]
+             for d in (tmp_path / "slurm", tmp_path / "local")]
+    assert table[0] == table[1] and len(table[0]) == 6
+
+
+def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, tmp_path):
+    out = tmp_path / "out"
+    base = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
+            "--test-size", "256", "--batch-size", "64", "--epochs", "8", "--seeds", "1",
+            "--strategies", "standard,alternating-batch", "--no-progress"]
+    args = base + ["--launcher", "slurm", "--out", str(out)]
+    p = subprocess.run(args + ["--no-wait"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "rerun the same command to collect" in p.stdout, p.stdout + p.stderr
+    jobs = json.loads((out / "slurm" / "jobs.json").read_text())
+    job = next(j for u, j in jobs.items() if u.endswith("::standard::0"))
+    ckpt = out / "checkpoints" / "standard__seed0.pt"
+    t0 = time.time()
+    import torch
+    while True:
+        try:
+            if len(torch.load(ckpt, weights_only=False)["history"]["epoch"]) >= 2:
+                break
+        except Exception:
+            pass
+        assert time.time() - t0 < 180, "the job made no checkpoint in time"
+        time.sleep(0.05)
+    subprocess.run(["scancel", job], check=True)  # SIGTERM (submitit lets it pass), SIGKILL after KillWait
+    other = out / "runs" / "alternating-batch__seed0.json"
+    while not other.exists():
+        assert time.time() - t0 < 240
+        time.sleep(0.2)
+    while job in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
+                                text=True).stdout.split():
+        time.sleep(0.2)
+    assert not (out / "runs" / "standard__seed0.json").exists()
+    mtime = other.stat().st_mtime_ns
+
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "submitted 1 runs" in rerun.stdout and other.stat().st_mtime_ns == mtime  # nothing redone
+    new_job = json.loads((out / "slurm" / "jobs.json").read_text())[next(iter(
+        u for u in jobs if u.endswith("::standard::0")))]
+    log = (out / "slurm" / f"{new_job}_0_log.out").read_text()
+    assert "resumed standard seed 0 from epoch" in log
+    # nothing lost: the same history as one uninterrupted run with the same thread count
+    local = base + ["--threads", "1", "--out", str(tmp_path / "local")]
+    assert subprocess.run(local, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    assert _results(out) == _results(tmp_path / "local")
