@@ -91,7 +91,9 @@ def _ordered_runs(cfg, store):
     """Every run in the folder: the planned strategies first, then any others earlier invocations
     left there, so the summary and figure cover the whole folder."""
     names = [n for n, _ in run_plan(cfg)]
-    order = list(dict.fromkeys(["standard", *names, *sorted(n for n, _ in store.runs)]))
+    known = [*CORE, *STRATEGIES]
+    others = sorted({n for n, _ in store.runs}, key=lambda n: (known.index(n) if n in known else len(known), n))
+    order = list(dict.fromkeys(["standard", *names, *others]))
     return sorted(store.runs.values(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
 
 
@@ -131,7 +133,7 @@ def run_experiment(cfg: Config, log=print):
     log(f"data: {data.label}, {len(data.y_train)} train / "
         + (f"{len(data.y_val)} validation / " if data.y_val is not None else "")
         + f"{len(data.y_test)} test images; device: {pick_device(cfg.device)}; {cfg.precision}; "
-        f"{cfg.epochs} epochs; seeds 0-{cfg.seeds - 1}; {len(plan)} runs"
+        f"{_plural(cfg.epochs, 'epoch')}; {_seed_range(cfg.seeds)}; {_plural(len(plan), 'run')}"
         + (f", {len(plan) - len(units)} already in {cfg.out} (skipped)" if len(units) < len(plan) else ""))
     failed = launch(units, cfg, {cfg.out: store}, log)
     if not cfg.wait and failed:
@@ -144,6 +146,14 @@ def run_experiment(cfg: Config, log=print):
     if failed:
         raise Unfinished(len(failed))
     return runs, summary
+
+
+def _plural(n, word):
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _seed_range(n):
+    return "seed 0" if n == 1 else f"seeds 0-{n - 1}"
 
 
 class Unfinished(Exception):
@@ -167,7 +177,7 @@ def run_sweep(cfg: Config, log=print):
         units += units_of(cell, store)
     total = sum(len(run_plan(c)) for _, c in cells)
     log(f"sweep: {len(cells)} cells ({' x '.join(f'{len(v)} {k}' for k, v in cfg.grid)}), "
-        f"{total} runs, {total - len(units)} already in {cfg.out} (skipped); data: {data.label}; "
+        f"{_plural(total, 'run')}, {total - len(units)} already in {cfg.out} (skipped); data: {data.label}; "
         f"{cells[0][1].precision}")
     failed = launch(units, cfg, stores, log)
     if not cfg.wait and failed:

@@ -1,0 +1,113 @@
+"""Outputs without traps: default folders named by the settings, dry runs that touch nothing
+tracked, one folder shared by several invocations, fixed colours, readable figures."""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import experiments
+from conftest import ROOT
+from plots import plot_comparison, style
+from stats import summarize
+
+SMALL = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
+         "--seeds", "1", "--no-progress"]
+
+
+def _tracked_copy(dest):
+    """The repository's tracked files, copied: a clean clone without the history."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    return {f: hashlib.sha1((dest / f).read_bytes()).hexdigest() for f in files if (dest / f).is_file()}
+
+
+def test_dry_run_in_a_fresh_clone_modifies_no_tracked_file(tmp_path):
+    before = _tracked_copy(tmp_path)
+    p = subprocess.run([sys.executable, "experiments.py", "--dataset", "synthetic", "--dry-run", "--no-progress"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    after = {f: hashlib.sha1((tmp_path / f).read_bytes()).hexdigest() for f in before}
+    assert after == before
+    out = tmp_path / "results" / "dry-run" / "synthetic"
+    assert (out / "comparison_results.png").exists()
+    assert f"results folder: results/dry-run/synthetic" in p.stdout  # printed at the start...
+    assert p.stdout.rstrip().endswith("in results/dry-run/synthetic")  # ...and at the end
+
+
+def test_a_plain_rerun_with_other_settings_just_works(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert experiments.main(SMALL + ["--epochs", "1"]) == 0
+    assert experiments.main(SMALL + ["--epochs", "2"]) == 0
+    assert experiments.main(SMALL + ["--epochs", "2", "--lr", "3e-3"]) == 0
+    folders = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert folders == ["synthetic-train_size=256-test_size=128-epochs=1-batch_size=64",
+                       "synthetic-train_size=256-test_size=128-epochs=2-batch_size=64",
+                       "synthetic-train_size=256-test_size=128-epochs=2-batch_size=64-lr=0.003"]
+    # an explicit --out keeps the resume-or-refuse safety
+    out = str(tmp_path / "results" / folders[0])
+    capsys.readouterr()
+    assert experiments.main(SMALL + ["--epochs", "3", "--out", out]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_one_folder_two_invocations_keeps_both(tmp_path, capsys):
+    out = str(tmp_path / "shared")
+    assert experiments.main(SMALL + ["--epochs", "1", "--out", out]) == 0
+    assert experiments.main(SMALL + ["--epochs", "1", "--strategies", "standard,alternating-25",
+                                     "--out", out]) == 0
+    summary = json.loads((tmp_path / "shared" / "summary.json").read_text())
+    assert list(summary["strategies"]) == ["standard", "alternating-25", "alternating-epoch",
+                                           "alternating-batch"]
+    assert "alternating-epoch" in capsys.readouterr().out.split("wrote")[-2]  # the last table too
+
+
+def _runs(names, diverge=()):
+    runs = []
+    for name in names:
+        for seed in (0, 1):
+            bad = name in diverge
+            runs.append({"strategy": name, "seed": seed, "history": {
+                "epoch": [1, 2], "train_loss": [2.0, 1.5], "test_loss": [1.8, 1.6],
+                "test_acc": [40.0 + seed, float("nan") if bad else 45.0 + seed],
+                "epoch_time_s": [1.0, 1.0], "train_flops": [1e12, 1e12], "param_updates": [10, 10],
+                "diverged": [False, bad]}})
+    return runs
+
+
+def _legend_colours(fig):
+    legend = fig.legends[0]
+    return {t.get_text().split(" (")[0]: h.get_color() for t, h in zip(legend.texts, legend.legend_handles)}
+
+
+def test_a_strategy_keeps_its_colour_across_figures_with_other_subsets():
+    a = ["standard", "alternating-epoch", "alternating-batch"]
+    b = ["standard", "alternating-batch", "alternating-25"]
+    fa = plot_comparison(_runs(a), summarize(_runs(a)))
+    fb = plot_comparison(_runs(b), summarize(_runs(b)))
+    ca, cb = _legend_colours(fa), _legend_colours(fb)
+    assert ca["alternating-batch"] == cb["alternating-batch"] and ca["standard"] == cb["standard"]
+    assert len(set(map(str, cb.values()))) == 3
+    assert style("alternating-25") == style("alternating-25") != style("alternating-50")
+
+
+def test_figure_marks_divergence_and_uses_whole_epochs():
+    runs = _runs(["standard", "gan-style"], diverge=("gan-style",))
+    fig = plot_comparison(runs, summarize(runs))
+    labels = [t.get_text() for t in fig.legends[0].texts]
+    assert "gan-style (diverged: 2/2 seeds)" in labels
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any(t.startswith("diverged") for t in texts)
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+@pytest.mark.parametrize("name", [".venv/", "venv/"])
+def test_gitignore_leaves_out_virtual_environments(name):
+    assert name in (ROOT / ".gitignore").read_text().split()
