@@ -1,11 +1,12 @@
 """Training speed of the suite against the usual DataLoader pipeline, measured side by side.
 
-    python benchmark.py                  # CPU or the best device, full epochs, median of 3
+    python benchmark.py                  # CPU or the best device, every precision, median of 3
     python benchmark.py --device cuda --json bench.json
 
 Every figure is a median over repeats, on CIFAR-shaped synthetic data with the
 default model at batch 128. Speedups and fractions are ratios of figures taken
 in this one run, so they hold up on a noisy shared machine better than seconds do.
+A run, for runs per hour, is the classic 15-epoch run with evaluation after every epoch.
 """
 from __future__ import annotations
 
@@ -22,30 +23,40 @@ import torch.nn.functional as F
 
 from data import TensorLoader, make_synthetic
 from models import SimpleNN
-from training_loop import STANDARD, Stopwatch, alternating, evaluate_model, pick_device, train
+from training_loop import STANDARD, Stopwatch, alternating, evaluate_model, pick_device, \
+    precision_context, train
 
 STRATEGIES = {"standard": (STANDARD, 1), "alternating-epoch": (alternating(1, "epoch"), 2),
               "alternating-batch": (alternating(1, "batch"), 1)}
 
 
-def matmul_gflops(device, n=2048, repeats=5):
-    """fp32 GFLOP/s of one large square matmul: the machine's practical GEMM ceiling."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+RUN_EPOCHS = 15  # a run, for runs per hour: the classic 15 epochs, each followed by evaluation
+
+
+def precisions_for(device):
+    return ("fp32", "tf32", "bf16") if torch.device(device).type == "cuda" else ("fp32", "bf16")
+
+
+def matmul_gflops(device, precision="fp32", n=2048, repeats=5):
+    """GFLOP/s of one large square matmul in `precision`: the machine's practical GEMM ceiling."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     watch, times = Stopwatch(device), []
-    for _ in range(repeats + 2):
-        watch.start()
-        for _ in range(4):
-            a @ b
-        times.append(watch.stop() / 4)
+    with precision_context("tf32" if precision == "tf32" else "fp32", device):
+        for _ in range(repeats + 2):
+            watch.start()
+            for _ in range(4):
+                a @ b
+            times.append(watch.stop() / 4)
     return 2 * n ** 3 / statistics.median(times[2:]) / 1e9
 
 
 class SuiteRun:
     """One strategy's model and loader, timed an epoch (alternating-epoch: a pair) at a time."""
 
-    def __init__(self, name, ds, device, batch_size, compile_model=False):
+    def __init__(self, name, ds, device, batch_size, compile_model=False, precision="fp32"):
         self.schedule, self.per_repeat = STRATEGIES[name]
-        self.device = device
+        self.device, self.precision = device, precision
         torch.manual_seed(0)
         self.model = SimpleNN().to(device)
         if compile_model:
@@ -54,12 +65,13 @@ class SuiteRun:
         self.test = TensorLoader(ds.x_test[:batch_size], ds.y_test[:batch_size], batch_size)
         n = 20 * batch_size
         warm = TensorLoader(ds.x_train[:n], ds.y_train[:n], batch_size, shuffle=True)
-        train(self.model, warm, self.test, self.schedule, num_epochs=2, device=device)  # allocations, compile
+        train(self.model, warm, self.test, self.schedule, num_epochs=2, device=device,
+              precision=precision)  # allocations, compile
 
     def epoch(self):
         """(training seconds, analytic FLOPs) per epoch, timed by train() itself (evaluation excluded)."""
         h = train(self.model, self.loader, self.test, self.schedule, num_epochs=self.per_repeat,
-                  device=self.device)
+                  device=self.device, precision=self.precision)
         return sum(h["epoch_time_s"]) / self.per_repeat, sum(h["train_flops"]) / self.per_repeat
 
 
@@ -82,12 +94,14 @@ class UInt8Images(torch.utils.data.Dataset):
 class ReferenceRun:
     """DataLoader(shuffle, num_workers=2) over per-sample ToTensor+Normalize, loss.item() every step."""
 
-    def __init__(self, device, batch_size, n_train, workers=2):
+    def __init__(self, device, batch_size, n_train, n_test, workers=2):
         rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
-        labels = rng.integers(0, 10, n_train)
-        self.loader = torch.utils.data.DataLoader(UInt8Images(images, labels), batch_size=batch_size,
-                                                  shuffle=True, num_workers=workers)
+        images = rng.integers(0, 256, (n_train + n_test, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, n_train + n_test)
+        self.loader = torch.utils.data.DataLoader(UInt8Images(images[:n_train], labels[:n_train]),
+                                                  batch_size=batch_size, shuffle=True, num_workers=workers)
+        self.test = torch.utils.data.DataLoader(UInt8Images(images[n_train:], labels[n_train:]),
+                                                batch_size=1000, num_workers=workers)
         self.device = device
         torch.manual_seed(0)
         self.model = SimpleNN().to(device)
@@ -105,15 +119,21 @@ class ReferenceRun:
             loss.item()  # the usual per-step logging sync
         return time.perf_counter() - t0
 
+    def evaluate(self):
+        """Seconds for the usual evaluation loop over the test set."""
+        t0 = time.perf_counter()
+        evaluate_model(self.model, self.test, self.device)
+        return time.perf_counter() - t0
 
-def eval_seconds(ds, device, repeats):
+
+def eval_seconds(ds, device, repeats, precision="fp32"):
     model = SimpleNN().to(device)
     loader = TensorLoader(ds.x_test, ds.y_test, 1000)
-    evaluate_model(model, loader, device)
+    evaluate_model(model, loader, device, precision)
     watch, times = Stopwatch(device), []
     for _ in range(repeats):
         watch.start()
-        evaluate_model(model, loader, device)
+        evaluate_model(model, loader, device, precision)
         times.append(watch.stop())
     return statistics.median(times)
 
@@ -122,43 +142,60 @@ def run(args):
     """Time every pipeline in interleaved rounds (one epoch each per round), so that drift in
     the machine's speed hits them all alike; report medians over rounds."""
     device = pick_device(args.device)
+    precisions = [p for p in precisions_for(device) if p in args.precisions]
     ds = make_synthetic(args.train_size, args.test_size, seed=0, device=device)
-    pipelines = {f"suite {n}": SuiteRun(n, ds, device, args.batch_size) for n in STRATEGIES}
+    pipelines = {(f"suite {n}", p): SuiteRun(n, ds, device, args.batch_size, precision=p)
+                 for p in precisions for n in STRATEGIES}
     if args.compile:
-        pipelines["suite standard, torch.compile"] = SuiteRun("standard", ds, device, args.batch_size, True)
+        pipelines["suite standard, torch.compile", "fp32"] = SuiteRun("standard", ds, device,
+                                                                       args.batch_size, True)
     if not args.skip_reference:
-        pipelines["reference DataLoader"] = ReferenceRun(device, args.batch_size, args.train_size,
-                                                         args.workers)
+        pipelines["reference DataLoader", "fp32"] = ReferenceRun(device, args.batch_size, args.train_size,
+                                                                 args.test_size, args.workers)
     times = {k: [] for k in pipelines}
-    flops, peaks = {}, []
+    flops, peaks = {}, {p: [] for p in precisions}
     for _ in range(args.repeats):
-        peaks.append(matmul_gflops(device))  # the ceiling drifts with the machine too
-        for name, p in pipelines.items():
-            if isinstance(p, SuiteRun):
-                sec, flops[name] = p.epoch()
+        for p in precisions:
+            peaks[p].append(matmul_gflops(device, p))  # the ceiling drifts with the machine too
+        for key, pipe in pipelines.items():
+            if isinstance(pipe, SuiteRun):
+                sec, flops[key] = pipe.epoch()
             else:
-                sec = p.epoch()
-            times[name].append(sec)
-    std_flops = flops["suite standard"]
-    peak = statistics.median(peaks)
-    rows = {}
-    ref = statistics.median(times["reference DataLoader"]) if "reference DataLoader" in times else None
-    for name, t in times.items():
+                sec = pipe.epoch()
+            times[key].append(sec)
+    peak = {p: statistics.median(v) for p, v in peaks.items()}
+    evals = {p: eval_seconds(ds, device, args.repeats, p) for p in precisions}
+    ref_key = ("reference DataLoader", "fp32")
+    if ref_key in pipelines:
+        evals["reference"] = statistics.median(pipelines[ref_key].evaluate() for _ in range(args.repeats))
+    std_flops = flops["suite standard", "fp32"]
+    ref = statistics.median(times[ref_key]) if ref_key in times else None
+    rows = []
+    for (name, p), t in times.items():
         sec = statistics.median(t)
-        gflops = flops.get(name, std_flops) / sec / 1e9  # the reference does standard's GEMMs
-        rows[name] = {"s_per_epoch": sec, "s_per_epoch_all": t, "samples_per_s": args.train_size / sec,
-                      "gflops": gflops, "fraction_of_matmul": gflops / peak,
-                      "speedup_vs_reference": ref / sec if ref else None}
-    std = rows["suite standard"]["s_per_epoch"]
-    ev = eval_seconds(ds, device, args.repeats)
+        gflops = flops.get((name, p), std_flops) / sec / 1e9  # the reference does standard's GEMMs
+        ev = evals["reference" if name == ref_key[0] else p]
+        rows.append({"pipeline": name, "precision": p, "s_per_epoch": sec, "s_per_epoch_all": t,
+                     "samples_per_s": args.train_size / sec, "gflops": gflops,
+                     "fraction_of_matmul": gflops / peak[p], "eval_s": ev,
+                     "speedup_vs_reference": ref / sec if ref else None,
+                     "runs_per_hour": 3600 / (RUN_EPOCHS * (sec + ev))})
+    by = {(r["pipeline"], r["precision"]): r for r in rows}
+    std = by["suite standard", "fp32"]["s_per_epoch"]
+    targets = {"fp32_fraction_of_matmul": by["suite standard", "fp32"]["fraction_of_matmul"]}
+    if ("suite standard", "bf16") in by:
+        targets["bf16_over_fp32_epoch"] = by["suite standard", "bf16"]["s_per_epoch"] / std
+        if ref:
+            targets["bf16_speedup_vs_reference"] = by["suite standard", "bf16"]["speedup_vs_reference"]
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "train_size": args.train_size, "test_size": args.test_size, "batch_size": args.batch_size,
         "repeats": args.repeats, "matmul_gflops": peak, "matmul_gflops_all": peaks, "pipelines": rows,
-        "eval_s": ev, "eval_fraction_of_epoch": ev / std,
-        "alternating_batch_over_standard": rows["suite alternating-batch"]["s_per_epoch"] / std,
+        "eval_s": evals, "eval_fraction_of_epoch": evals["fp32"] / std,
+        "alternating_batch_over_standard": by["suite alternating-batch", "fp32"]["s_per_epoch"] / std,
+        "targets": targets,
     }
 
 
@@ -196,24 +233,36 @@ def profile_table(ds, device, steps=30, batch_size=128):
 
 
 def format_report(r):
-    head = ["pipeline", "s/epoch", "samples/s", "GFLOP/s", "of matmul", "vs reference"]
-    body = [[name, f"{p['s_per_epoch']:.2f}", f"{p['samples_per_s']:,.0f}", f"{p['gflops']:.1f}",
-             f"{100 * p['fraction_of_matmul']:.0f}%",
-             "-" if p["speedup_vs_reference"] is None else f"{p['speedup_vs_reference']:.2f}x"]
-            for name, p in r["pipelines"].items()]
+    head = ["pipeline", "precision", "s/epoch", "samples/s", "GFLOP/s", "of matmul", "vs reference",
+            "runs/hour"]
+    body = [[p["pipeline"], p["precision"], f"{p['s_per_epoch']:.2f}", f"{p['samples_per_s']:,.0f}",
+             f"{p['gflops']:.1f}", f"{100 * p['fraction_of_matmul']:.0f}%",
+             "-" if p["speedup_vs_reference"] is None else f"{p['speedup_vs_reference']:.2f}x",
+             f"{p['runs_per_hour']:.0f}"] for p in r["pipelines"]]
     w = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    fmt = lambda row: "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row))  # noqa: E731
-    return "\n".join([
+    fmt = lambda row: "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(row))  # noqa: E731
+    t = r["targets"]
+    lines = [
         f"device {r['device']} ({r['device_name']}, {r['threads']} threads), torch {r['torch']}; "
         f"synthetic CIFAR-shaped {r['train_size']:,} train / {r['test_size']:,} test, "
         f"batch {r['batch_size']}, median of {r['repeats']} interleaved rounds",
-        f"large fp32 matmul (2048x2048, median of the rounds): {r['matmul_gflops']:.1f} GFLOP/s "
-        f"(GFLOP/s below = analytic GEMM FLOPs per epoch / training seconds)",
+        "large matmul ceiling (2048x2048, median of the rounds): " + ", ".join(
+            f"{p} {g:.1f} GFLOP/s" for p, g in r["matmul_gflops"].items()),
+        "GFLOP/s = analytic GEMM FLOPs per epoch / training seconds; 'of matmul' against the ceiling of "
+        "the row's precision; runs/hour: 15 epochs, each with evaluation",
         "", fmt(head), fmt(["-" * x for x in w]), *map(fmt, body), "",
-        f"evaluation of {r['test_size']:,} test images: {r['eval_s']:.3f} s = "
-        f"{100 * r['eval_fraction_of_epoch']:.1f}% of a standard training epoch",
-        f"alternating-batch / standard epoch time: {r['alternating_batch_over_standard']:.2f}",
-    ])
+        f"evaluation of {r['test_size']:,} test images: " + ", ".join(
+            f"{p} {s:.3f} s" for p, s in r["eval_s"].items()),
+        f"alternating-batch / standard epoch time (fp32): {r['alternating_batch_over_standard']:.2f}",
+        f"fp32 standard at {100 * t['fp32_fraction_of_matmul']:.0f}% of the fp32 matmul ceiling "
+        f"(target >= 45%)",
+    ]
+    if "bf16_over_fp32_epoch" in t:
+        lines.append(f"bf16 / fp32 standard epoch: {t['bf16_over_fp32_epoch']:.2f} (target <= 0.60)")
+    if "bf16_speedup_vs_reference" in t:
+        lines.append(f"bf16 standard epoch vs the reference DataLoader pipeline: "
+                     f"{t['bf16_speedup_vs_reference']:.2f}x (target >= 4x)")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -226,11 +275,14 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2, help="reference DataLoader's num_workers")
     p.add_argument("--compile", action="store_true", help="also time torch.compile on standard")
+    p.add_argument("--precisions", default="fp32,bf16,tf32",
+                   help="comma list; tf32 is timed on CUDA only")
     p.add_argument("--skip-reference", action="store_true", help="time the suite only")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 30 standard steps and time Adam's implementations")
     args = p.parse_args(argv)
+    args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"error: --device {args.device} asked for, but CUDA is not available; use --device cpu",
               file=sys.stderr)

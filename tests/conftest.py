@@ -10,6 +10,21 @@ sys.path.insert(0, str(ROOT))
 from data import TensorLoader, make_synthetic  # noqa: E402
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="device for the device-dependent tests (those using the `device` fixture), "
+                          "e.g. --device cuda on a GPU machine")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The device the device-dependent tests run on: cpu unless pytest --device says otherwise."""
+    name = request.config.getoption("--device")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.fail(f"--device {name} was asked for, but CUDA is not available")
+    return torch.device(name)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A small synthetic CIFAR-shaped dataset: 512 train, 256 test images."""

@@ -27,7 +27,7 @@ def _copy(snapshot):
 
 @pytest.mark.parametrize("name", ["standard", "alternating-epoch", "alternating-batch", "alternating-7",
                                   "alternating-epoch-reset", "alternating-batch-bnfixed", "gan-style"])
-def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name):
+def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, device):
     opts = {**train_options(name, Config()), "num_epochs": 4}
 
     def fresh(seed):
@@ -37,11 +37,11 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name):
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     model, loader = fresh(0)
     snaps = []
-    full = train(model, loader, test, **opts, on_epoch_end=lambda s: snaps.append(_copy(s)))
+    full = train(model, loader, test, **opts, device=device, on_epoch_end=lambda s: snaps.append(_copy(s)))
     assert len(snaps) == 4 and [len(s["history"]["epoch"]) for s in snaps] == [1, 2, 3, 4]
     # a different initialisation, data order and RNG state: the snapshot must restore all of them
     other, other_loader = fresh(123)
-    resumed = train(other, other_loader, test, **opts, resume=snaps[1])
+    resumed = train(other, other_loader, test, **opts, device=device, resume=snaps[1])
     for k in full:
         if k not in TIMING:
             assert resumed[k] == full[k], k

@@ -7,7 +7,7 @@ from conftest import ROOT
 
 
 def test_notebook_executes(tmp_path, monkeypatch):
-    env = {"NB_DATASET": "synthetic", "NB_TRAIN_SIZE": "1024", "NB_TEST_SIZE": "256",
+    env = {"NB_DATASET": "synthetic", "NB_TRAIN_SIZE": "1024", "NB_TEST_SIZE": "256", "NB_VAL_SIZE": "256",
            "NB_EPOCHS": "2", "NB_SEEDS": "2", "NB_OUT": str(tmp_path / "out")}
     for k, v in env.items():
         monkeypatch.setenv(k, v)  # the kernel inherits this process's environment
@@ -19,6 +19,11 @@ def test_notebook_executes(tmp_path, monkeypatch):
     assert "alternating-25" in outputs
     assert (tmp_path / "out" / "comparison_results.png").exists()
     assert (tmp_path / "out" / "alternation_period.png").exists()
+    # the second experiment kept the first one's strategies in the folder's summary
+    import json
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary["strategies"]) == {"standard", "alternating-epoch", "alternating-batch", "alternating-25"}
+    assert (tmp_path / "out_sweep" / "sweep_results.png").exists() and "tuned comparison" in outputs
 
 
 def test_notebook_defines_no_model_or_loop():

@@ -13,9 +13,9 @@ from training_loop import precision_context, train
 TIMING = {"epoch_time_s", "eval_time_s"}
 
 
-def test_bf16_trains_finite_with_fp32_master_weights(loaders):
+def test_bf16_trains_finite_with_fp32_master_weights(loaders, device):
     model = SimpleNN()
-    h = train(model, *loaders, num_epochs=2, precision="bf16")
+    h = train(model, *loaders, num_epochs=2, precision="bf16", device=device)
     assert all(torch.isfinite(torch.tensor(h["train_loss"] + h["test_loss"])))
     assert h["test_acc"][-1] > 30  # it learns (10 classes: chance is 10%)
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -70,6 +70,14 @@ def test_precision_keys_the_results_folder(tmp_path, capsys):
     assert experiments.main(args + ["--precision", "bf16"]) == 2
     assert "precision was 'fp32', now 'bf16'" in capsys.readouterr().err
     assert default_out(Config(precision="bf16")) != default_out(Config())
+
+
+def test_tf32_trains_on_cuda(loaders, device):
+    if device.type != "cuda":
+        pytest.skip("tf32 is a CUDA format (run pytest --device cuda on a GPU machine)")
+    h = train(SimpleNN(), *loaders, num_epochs=2, precision="tf32", device=device)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])))
+    assert not torch.backends.cuda.matmul.allow_tf32  # restored after the run
 
 
 def test_tf32_without_cuda_is_one_line(capsys, monkeypatch):

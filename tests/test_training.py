@@ -26,11 +26,11 @@ def test_presets_accept_a_torch_dataloader(tiny):
     assert h["steps"] == [8]
 
 
-def test_history_counts(tiny, loaders):
+def test_history_counts(tiny, loaders, device):
     train_loader, test_loader = loaders
     model = SimpleNN()
     n = len(train_loader)
-    h = train(model, train_loader, test_loader, alternating(1, "batch"), num_epochs=2)
+    h = train(model, train_loader, test_loader, alternating(1, "batch"), num_epochs=2, device=device)
     assert h["steps"] == [n, n]
     assert [a + b for a, b in zip(h["steps_first"], h["steps_second"])] == [n, n]
     first = sum(p.numel() for p in model.get_first_half_params())
