@@ -26,6 +26,7 @@ MARK = "alternating-freeze-results/1"
 SWEEP_MARK = "alternating-freeze-sweep/1"
 CSV_COLUMNS = ("strategy", "seed", *HISTORY_KEYS)
 OWN_FILES = ("config.json", "metrics.csv", "summary.json")
+ENVIRONMENT_KEYS = ("versions", "device", "device_name", "threads")
 SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep_summary.json", "sweep_results.png")
 
 
@@ -179,7 +180,9 @@ class ResultsDir:
                 raise ResultsError(f"--out {self.path} holds runs on other data ({k} was "
                                    f"{self.previous[k]!r}, now {extra.get(k)!r}); choose another "
                                    f"--out or pass --overwrite")
-        blob = {"suite": MARK, "settings": self.settings, "config": _canonical(config), **extra}
+        # the environment of the invocation that made the folder stays; each run also records its own
+        kept = {k: self.previous[k] for k in ENVIRONMENT_KEYS if k in self.previous}
+        blob = {"suite": MARK, "settings": self.settings, "config": _canonical(config), **extra, **kept}
         atomic_write(self.path / "config.json", json.dumps(blob, indent=2) + "\n")
         self.previous = blob
 

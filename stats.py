@@ -179,7 +179,8 @@ def compare_folders(runs_a, runs_b, reference="standard"):
     a = {(r["strategy"], r["seed"]): r for r in runs_a if not run_diverged(r)}
     b = {(r["strategy"], r["seed"]): r for r in runs_b if not run_diverged(r)}
     out = {}
-    for name in dict.fromkeys(s for s, _ in a):
+    names = sorted({s for s, _ in a}, key=lambda n: (n != reference, n))
+    for name in names:
         seeds = sorted(s for n, s in a if n == name and (n, s) in b)
         if not seeds:
             continue
