@@ -292,8 +292,8 @@ def train_options(name, cfg):
     s = strategy(name, cfg)
     lrs = (cfg.lr_first or cfg.lr, cfg.lr_second or 4 * cfg.lr) if s.two_timescale else None
     return dict(schedule=s.schedule, num_epochs=cfg.epochs, learning_rate=cfg.lr,
-                optimizer=cfg.optimizer, precision=cfg.precision, group_lrs=lrs, separate_optimizers=s.separate_optimizers,
-                reset_optimizer=s.reset_optimizer,
+                optimizer=cfg.optimizer, precision=cfg.precision, group_lrs=lrs,
+                separate_optimizers=s.separate_optimizers, reset_optimizer=s.reset_optimizer,
                 freeze_bn_stats=cfg.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats)
 
 

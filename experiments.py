@@ -112,11 +112,14 @@ def summarise_cell(cfg, store, label, title_extra=""):
     return runs, summary
 
 
-def _report_unfinished(failed, out, log):
-    if failed:
-        log(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{u.label} ({why})" for u, why in failed[:3])
-            + ("; ..." if len(failed) > 3 else "") + f". Finished runs are saved in {out}; rerun the same "
-            f"command to complete the rest (unfinished runs resume from their last epoch)")
+def _finish(failed, out, log, result):
+    """Say which runs did not finish and how to complete them (exit status 1), else return result."""
+    if not failed:
+        return result
+    log(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{u.label} ({why})" for u, why in failed[:3])
+        + ("; ..." if len(failed) > 3 else "") + f". Finished runs are saved in {out}; rerun the same "
+        f"command to complete the rest (unfinished runs resume from their last epoch)")
+    raise Unfinished(len(failed))
 
 
 def run_experiment(cfg: Config, log=print):
@@ -142,10 +145,7 @@ def run_experiment(cfg: Config, log=print):
     runs, summary = summarise_cell(cfg, store, data.label)
     log(format_table(summary))
     log(f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
-    _report_unfinished(failed, cfg.out, log)
-    if failed:
-        raise Unfinished(len(failed))
-    return runs, summary
+    return _finish(failed, cfg.out, log, (runs, summary))
 
 
 def _plural(n, word):
@@ -198,10 +198,7 @@ def run_sweep(cfg: Config, log=print):
                                                   f"{cfg.effective().epochs} epochs, {cfg.precision}"))
     log(format_sweep(summary))
     log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")
-    _report_unfinished(failed, cfg.out, log)
-    if failed:
-        raise Unfinished(len(failed))
-    return done, summary
+    return _finish(failed, cfg.out, log, (done, summary))
 
 
 # --- command line -----------------------------------------------------------------

@@ -13,7 +13,6 @@ import os
 import queue
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -226,7 +225,3 @@ def _wait(wave, known, on_done, is_done, folder, progress):
             if left:
                 time.sleep(1.0)
     return failed
-
-
-def python_executable():
-    return sys.executable

@@ -81,6 +81,16 @@ def _changed(old, new, defaults):
     return None
 
 
+def _check_writable(folder, out):
+    """Create `folder` (inside --out `out`) and prove a file can be made there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ResultsError(f"--out {out} cannot be written ({e.strerror or e}); "
+                           f"choose a folder you can write to") from None
+
+
 def run_filename(strategy, seed):
     return f"{strategy.replace('@', '_at_')}__seed{seed}"
 
@@ -95,20 +105,12 @@ class ResultsDir:
         self.settings = _canonical(settings)
         self.defaults = _canonical(defaults or {})
         self.previous = {}  # the config.json found in the folder, if any
-        self._check_writable()
+        _check_writable(self.runs_dir, self.path)
         self._read_previous()
         if overwrite:
             self._clear()
         self._check_compatible()
         self.runs = self._load_runs()
-
-    def _check_writable(self):
-        try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=self.runs_dir).close()
-        except OSError as e:
-            raise ResultsError(f"--out {self.path} cannot be written ({e.strerror or e}); "
-                               f"choose a folder you can write to") from None
 
     def _read_previous(self):
         cfg_file = self.path / "config.json"
@@ -241,12 +243,7 @@ class SweepDir:
         self.base = _canonical(base_settings)
         self.keys = list(grid_keys)
         self.defaults = _canonical(defaults or {})
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=self.path).close()
-        except OSError as e:
-            raise ResultsError(f"--out {self.path} cannot be written ({e.strerror or e}); "
-                               f"choose a folder you can write to") from None
+        _check_writable(self.path, self.path)
         if overwrite:
             self._clear()
         self._check_compatible()

@@ -214,9 +214,9 @@ def format_sweep(summary):
         sig = "*" if r["p_holm"] is not None and r["p_holm"] < summary["alpha"] else ""
         body.append([*(_short(r[k]) for k in keys), r["strategy"], seeds, acc, diff, _p(r["p_value"]),
                      _p(r["p_holm"]), sig])
-    parts = [_table(head, body),
-             f"* Holm-adjusted p < {summary['alpha']} over all {sum(r['p_value'] is not None for r in summary['rows'])} "
-             f"comparisons in the sweep (paired t-tests on final test accuracy)"]
+    tests = sum(r["p_value"] is not None for r in summary["rows"])
+    parts = [_table(head, body), f"* Holm-adjusted p < {summary['alpha']} over all {tests} comparisons in the "
+                                 f"sweep (paired t-tests on final test accuracy)"]
     if summary["tuned"] is None:
         parts.append(f"tuned comparison: not made; {summary['tuned_note']}")
     else:

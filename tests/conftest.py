@@ -25,6 +25,17 @@ def device(request):
     return torch.device(name)
 
 
+def run_cli(args, capsys):
+    """Exit code, stdout and stderr of experiments.main(args), argparse exits included."""
+    import experiments
+    try:
+        code = experiments.main(args)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A small synthetic CIFAR-shaped dataset: 512 train, 256 test images."""

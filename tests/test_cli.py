@@ -6,21 +6,10 @@ import sys
 
 import pytest
 
-import experiments
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
         "--no-progress"]
-
-
-def run_cli(args, capsys):
-    """Exit code, stdout and stderr of experiments.main(args), argparse exits included."""
-    try:
-        code = experiments.main(args)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _rows(path):

@@ -36,7 +36,7 @@ def test_dry_run_in_a_fresh_clone_modifies_no_tracked_file(tmp_path):
     assert after == before
     out = tmp_path / "results" / "dry-run" / "synthetic"
     assert (out / "comparison_results.png").exists()
-    assert f"results folder: results/dry-run/synthetic" in p.stdout  # printed at the start...
+    assert "results folder: results/dry-run/synthetic" in p.stdout  # printed at the start...
     assert p.stdout.rstrip().endswith("in results/dry-run/synthetic")  # ...and at the end
 
 

@@ -4,21 +4,12 @@ import json
 
 import pytest
 
-import experiments
+from conftest import run_cli
 from stats import holm
-from sweep import parse_grid, summarize_sweep, tuned_comparison
+from sweep import summarize_sweep, tuned_comparison
 
 TINY = ["--dataset", "synthetic", "--train-size", "384", "--test-size", "128", "--val-size", "128",
         "--batch-size", "64", "--epochs", "1", "--seeds", "2", "--no-progress"]
-
-
-def run_cli(args, capsys):
-    try:
-        code = experiments.main(args)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _rows(path):
