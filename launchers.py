@@ -54,14 +54,17 @@ def run_inprocess(units, on_done, device=None, threads=None, progress=False, log
 def _worker(tasks, events, threads, device):
     """A worker process: take units until the sentinel, report each start and end."""
     torch.set_num_threads(threads)
-    while (item := tasks.get()) is not None:
-        i, unit = item
-        events.put(("start", os.getpid(), i, None))
-        try:
-            run = execute(unit, device, log=lambda msg, i=i: events.put(("log", os.getpid(), i, msg)))
-            events.put(("done", os.getpid(), i, run))
-        except Exception as e:
-            events.put(("error", os.getpid(), i, f"{type(e).__name__}: {e}".splitlines()[0]))
+    try:
+        while (item := tasks.get()) is not None:
+            i, unit = item
+            events.put(("start", os.getpid(), i, None))
+            try:
+                run = execute(unit, device, log=lambda msg, i=i: events.put(("log", os.getpid(), i, msg)))
+                events.put(("done", os.getpid(), i, run))
+            except Exception as e:
+                events.put(("error", os.getpid(), i, f"{type(e).__name__}: {e}".splitlines()[0]))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the coordinator reports it
+        pass
 
 
 def worker_devices(device, workers):

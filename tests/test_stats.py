@@ -88,3 +88,21 @@ def test_stats_cli_reads_a_results_folder_against_any_reference(tmp_path, capsys
     out = capsys.readouterr().out
     assert "diff vs b [95% CI]" in out
     assert "+1.50 [" in out  # standard minus b: +2 and +1
+
+
+def test_stats_cli_compares_two_folders_run_by_run(tmp_path, capsys):
+    import json
+
+    from stats import main
+    for folder, shift in (("a", 0.5), ("b", 0.0)):
+        (tmp_path / folder / "runs").mkdir(parents=True)
+        for seed in range(3):
+            for run in (_run("standard", seed, [50, 60 + seed + shift]),
+                        _run("alt", seed, [50, 58 + seed + shift * seed])):
+                (tmp_path / folder / "runs" / f"{run['strategy']}__seed{seed}.json").write_text(json.dumps(run))
+    main([str(tmp_path / "a"), "--against", str(tmp_path / "b")])
+    out = capsys.readouterr().out.splitlines()
+    std = next(line for line in out if line.startswith("standard"))
+    alt = next(line for line in out if line.startswith("alt "))
+    assert "+0.50 [+0.50, +0.50]" in std  # a - b, seed by seed
+    assert "0,1,2" in alt and "-2.00 [" in alt  # b's own alt - standard: -2 on every seed
