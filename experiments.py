@@ -194,8 +194,10 @@ def run_sweep(cfg: Config, log=print):
     summary["dataset"] = data.label
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)
-    sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard, "
-                                                  f"{cfg.effective().epochs} epochs, {cfg.precision}"))
+    shared = ", ".join(f"{n} {k}" if isinstance(n, int) else f"{n}" for k, n in
+                       (("epochs", cfg.effective().epochs), ("seeds", cfg.effective().seeds),
+                        ("precision", cfg.precision)) if k not in keys)
+    sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard ({shared})"))
     log(format_sweep(summary))
     log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")
     return _finish(failed, cfg.out, log, (done, summary))
