@@ -197,6 +197,48 @@ def compare_folders(runs_a, runs_b, reference="standard"):
     return out
 
 
+def equal_flops(runs, reference="standard"):
+    """Per strategy: its final accuracy minus the reference's accuracy after the reference's last
+    epoch that fits within the strategy's training FLOPs, paired by seed. With a constant learning
+    rate (as here) the reference at epoch e is exactly a reference run of e epochs, so this is the
+    compute-fair comparison of --match-budget flops at epoch granularity, from runs already made."""
+    by = {}
+    for r in runs:
+        if not run_diverged(r):
+            by.setdefault(r["strategy"], {})[r["seed"]] = r
+    ref = by.get(reference, {})
+    out = {}
+    for name, seeds in by.items():
+        if name == reference:
+            continue
+        mine, theirs, epochs = [], [], []
+        for s, r in seeds.items():
+            if s not in ref:
+                continue
+            budget = sum(r["history"]["train_flops"])
+            e = int(np.searchsorted(np.cumsum(ref[s]["history"]["train_flops"]), budget, side="right"))
+            if e:
+                mine.append(final_acc(r))
+                theirs.append(ref[s]["history"]["test_acc"][e - 1])
+                epochs.append(e)
+        out[name] = {**paired(mine, theirs), "reference_epochs": epochs}
+    return out
+
+
+def format_equal_flops(rows, reference="standard"):
+    head = ["strategy", "seeds", f"{reference} epochs within its FLOPs",
+            f"final acc minus {reference}'s then [95% CI]", "p", "p (Holm)"]
+    body = []
+    for n, d in rows.items():
+        diff = "-" if d["mean"] is None else f"{d['mean']:+.2f}" + (
+            "" if d["ci95_low"] is None else f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
+        body.append([n, str(d["pairs"]), ",".join(map(str, d["reference_epochs"])), diff,
+                     _fmt(d["p_value"], ".2g"), _fmt(d.get("p_holm"), ".2g")])
+    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
 def format_comparison(rows, a="A", b="B", reference="standard"):
     def ci(d):
         if d is None or d["mean"] is None:
@@ -219,22 +261,39 @@ def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(description=main.__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("folder", help="an --out folder of experiments.py")
+    p.add_argument("folders", nargs="+", metavar="folder",
+                   help="--out folders of experiments.py (or cells of a sweep); one table each")
     p.add_argument("--reference", default="standard", help="paired differences are taken to this strategy")
     p.add_argument("--target-frac", type=float, default=0.95)
     p.add_argument("--against", metavar="FOLDER",
                    help="another results folder (e.g. the same experiment in another precision): "
                         "paired differences FOLDER_1 - FOLDER_2 per strategy, seed by seed")
+    p.add_argument("--equal-flops", action="store_true",
+                   help="compare each strategy with the reference stopped at the same training FLOPs "
+                        "(its last epoch within them; valid with a constant learning rate)")
     a = p.parse_args(argv)
-    runs = load_runs(a.folder)
-    if a.against:
-        rows = compare_folders(runs, load_runs(a.against), a.reference)
-        print(f"A = {a.folder}, B = {a.against}; final test accuracy, paired by strategy and seed")
-        print(format_comparison(rows, reference=a.reference))
+    if a.equal_flops and not a.against:  # one Holm family over every comparison printed
+        tables = {f: equal_flops(load_runs(f), a.reference) for f in a.folders}
+        rows = [d for t in tables.values() for d in t.values()]
+        for d, ph in zip(rows, holm([d["p_value"] for d in rows])):
+            d["p_holm"] = ph
+        for i, (folder, t) in enumerate(tables.items()):
+            print(("\n" if i else "") + folder)
+            print(format_equal_flops(t, a.reference))
+        print(f"\nHolm over the {sum(d['p_value'] is not None for d in rows)} comparisons above")
         return
-    order = sorted({r["strategy"] for r in runs}, key=lambda s: (s != a.reference, s))
-    runs.sort(key=lambda r: (order.index(r["strategy"]), r["seed"]))
-    print(format_table(summarize(runs, reference=a.reference, target_frac=a.target_frac)))
+    for i, folder in enumerate(a.folders):
+        runs = load_runs(folder)
+        if len(a.folders) > 1:
+            print(("\n" if i else "") + folder)
+        if a.against:
+            rows = compare_folders(runs, load_runs(a.against), a.reference)
+            print(f"A = {folder}, B = {a.against}; final test accuracy, paired by strategy and seed")
+            print(format_comparison(rows, reference=a.reference))
+        else:
+            order = sorted({r["strategy"] for r in runs}, key=lambda s: (s != a.reference, s))
+            runs.sort(key=lambda r: (order.index(r["strategy"]), r["seed"]))
+            print(format_table(summarize(runs, reference=a.reference, target_frac=a.target_frac)))
 
 
 if __name__ == "__main__":
