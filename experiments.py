@@ -66,7 +66,7 @@ def launch(units, cfg, stores, log):
     """Execute units with the configured launcher; print a line per finished run and keep each
     cell's metrics.csv current. Returns the units that did not finish, with reasons."""
     bar = tqdm(total=len(units), desc="runs", disable=not cfg.progress or cfg.launcher == "slurm")
-    say = bar.write if cfg.progress else log
+    say = bar.write if cfg.progress and log is print else log  # lines above the bar, unless redirected
 
     def on_done(unit, run):
         say(run_line(run))
@@ -194,9 +194,10 @@ def run_sweep(cfg: Config, log=print):
     summary["dataset"] = data.label
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)
-    shared = ", ".join(f"{n} {k}" if isinstance(n, int) else f"{n}" for k, n in
-                       (("epochs", cfg.effective().epochs), ("seeds", cfg.effective().seeds),
-                        ("precision", cfg.precision)) if k not in keys)
+    run_cfg = cfg.effective()
+    shared = ", ".join(v for k, v in (("epochs", _plural(run_cfg.epochs, "epoch")),
+                                      ("seeds", _plural(run_cfg.seeds, "seed")),
+                                      ("precision", cfg.precision)) if k not in keys)
     sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard ({shared})"))
     log(format_sweep(summary))
     log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")

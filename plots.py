@@ -224,9 +224,10 @@ def plot_sweep(summary, path=None, title=""):
               for i, cell in enumerate(cells)]
     a_map.set_yticks(range(len(cells)), labels, fontsize=9)
     a_map.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=9)
+    tests = sum(r["p_value"] is not None for r in rows)
     a_map.set_title(f"Final test accuracy minus {ref}'s, paired by seed (points)\n"
-                    f"* Holm-adjusted p < {alpha} over {sum(r['p_value'] is not None for r in rows)} "
-                    f"comparisons", fontsize=10)
+                    + (f"* Holm-adjusted p < {alpha} over {tests} comparisons" if tests else
+                       "no p-values: a test needs 2 or more seeds with some spread"), fontsize=10)
     fig.colorbar(im, ax=a_map, fraction=0.04, pad=0.02, label="points")
     _tuned_panel(a_tuned, summary)
     fig.suptitle(title, fontsize=12)
@@ -264,7 +265,7 @@ def _tuned_panel(ax, summary):
             y += 1
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # first group on top, half a row of margin
     ax.grid(alpha=0.3, axis="x")
     ax.set(title="Tuned: each strategy at its own best lr,\nchosen on validation accuracy",
            xlabel=f"test accuracy minus {ref}'s at its best lr\n(points, paired, 95% t-interval)")

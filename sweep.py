@@ -216,7 +216,8 @@ def format_sweep(summary):
                      _p(r["p_holm"]), sig])
     tests = sum(r["p_value"] is not None for r in summary["rows"])
     parts = [_table(head, body), f"* Holm-adjusted p < {summary['alpha']} over all {tests} comparisons in the "
-                                 f"sweep (paired t-tests on final test accuracy)"]
+                                 f"sweep (paired t-tests on final test accuracy)" if tests else
+             "no p-values: a paired t-test needs 2 or more seeds whose differences vary"]
     if summary["tuned"] is None:
         parts.append(f"tuned comparison: not made; {summary['tuned_note']}")
     else:
