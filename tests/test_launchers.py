@@ -90,8 +90,8 @@ def test_slurm_sweep_equals_the_local_sweep(slurm, tmp_path):
 def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, tmp_path):
     out = tmp_path / "out"
     base = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
-            "--test-size", "256", "--batch-size", "64", "--epochs", "8", "--seeds", "1",
-            "--strategies", "standard,alternating-batch", "--no-progress"]
+            "--test-size", "256", "--batch-size", "64", "--epochs", "20", "--seeds", "1",
+            "--strategies", "standard,alternating-batch", "--no-progress"]  # long enough to outlast KillWait
     args = base + ["--launcher", "slurm", "--out", str(out)]
     p = subprocess.run(args + ["--no-wait"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "rerun the same command to collect" in p.stdout, p.stdout + p.stderr
@@ -127,6 +127,6 @@ def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, 
     log = (out / "slurm" / f"{new_job}_0_log.out").read_text()
     assert "resumed standard seed 0 from epoch" in log
     # nothing lost: the same history as one uninterrupted run with the same thread count
-    local = base + ["--threads", "1", "--out", str(tmp_path / "local")]
+    local = base + ["--workers", "2", "--threads", "1", "--out", str(tmp_path / "local")]
     assert subprocess.run(local, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     assert _results(out) == _results(tmp_path / "local")
