@@ -42,8 +42,8 @@ def test_bf16_differs_from_fp32_only_a_little(loaders):
 
 def test_fp32_histories_are_unchanged_by_this_work(tmp_path):
     """Every strategy against histories stored before precision, validation, depth and
-    checkpoints existed (tests/data/make_fp32_reference.py, same thread count)."""
-    ref = json.loads((ROOT / "tests" / "data" / "fp32_reference.json").read_text())
+    checkpoints existed (tests/fixtures/make_fp32_reference.py, same thread count)."""
+    ref = json.loads((ROOT / "tests" / "fixtures" / "fp32_reference.json").read_text())
     threads = torch.get_num_threads()
     torch.set_num_threads(ref["threads"])  # GEMM reductions split by thread count
     try:
