@@ -149,7 +149,7 @@ def choice(*options):
 def _number(kind, text):
     if isinstance(text, bool):
         return None
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    if isinstance(text, (int, float)):
         return kind(text) if kind is float or float(text).is_integer() else None
     try:
         return kind(text)
@@ -218,7 +218,7 @@ def default_out(cfg, root="results"):
     defaults name the folder, so a rerun with other settings lands in a folder of its own."""
     key, base = cfg.result_key(), DEFAULT_KEY
     grid_keys = [k for k, _ in cfg.grid]
-    parts = [cfg.dataset] + [f"{k}={_short(v)}" for k, v in key.items()
+    parts = [cfg.dataset] + [f"{k}={short_value(v)}" for k, v in key.items()
                              if k not in ("dataset", "dry_run", *grid_keys) and v != base[k]]
     if grid_keys:
         parts.append("grid-" + ",".join(grid_keys))
@@ -229,7 +229,8 @@ def default_out(cfg, root="results"):
     return os.path.join(root, "dry-run" if cfg.dry_run else "", name)
 
 
-def _short(v):
+def short_value(v):
+    """A setting's value as folder names and tables show it: 0.001, not 0.0010000."""
     return format(v, "g") if isinstance(v, float) else str(v)
 
 

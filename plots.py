@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no backend s
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from config import CORE, STRATEGIES
+from config import CORE, STRATEGIES, short_value
 from stats import final_acc, run_diverged
 
 # the named strategies in a fixed order: each gets its own colour for good
@@ -183,10 +183,6 @@ def _paired_diffs(ax, names, summary):
 
 
 # --- the sweep's map ------------------------------------------------------------------------
-def _short(v):
-    return format(v, "g") if isinstance(v, float) else str(v)
-
-
 def plot_sweep(summary, path=None, title=""):
     """Left: paired difference to standard per cell (rows) and strategy (columns), Holm-significant
     cells marked. Right: the tuned comparison, each strategy at its own best lr."""
@@ -219,7 +215,7 @@ def plot_sweep(summary, path=None, title=""):
         for j in range(len(names)):
             a_map.text(j, c, text[c][j], ha="center", va="center", fontsize=9,
                        color="white" if np.isfinite(diff[c, j]) and abs(diff[c, j]) > 0.6 * lim else "black")
-    labels = [", ".join(f"{k}={_short(v)}" for k, v in zip(keys, cell))
+    labels = [", ".join(f"{k}={short_value(v)}" for k, v in zip(keys, cell))
               + (f"  ({ref} {ref_acc[i]:.1f}%)" if ref_acc.get(i) is not None else "")
               for i, cell in enumerate(cells)]
     a_map.set_yticks(range(len(cells)), labels, fontsize=9)
@@ -246,7 +242,7 @@ def _tuned_panel(ax, summary):
         return
     y, labels = 0, []
     for g in summary["tuned"]:
-        group = ", ".join(f"{k}={_short(v)}" for k, v in g["group"].items()) or "all cells"
+        group = ", ".join(f"{k}={short_value(v)}" for k, v in g["group"].items()) or "all cells"
         ref_e = g["strategies"].get(ref, {})
         for name, e in g["strategies"].items():
             if name == ref:
@@ -260,8 +256,8 @@ def _tuned_panel(ax, summary):
                     ax.annotate("*", (d["mean"], y), xytext=(0, 4), textcoords="offset points",
                                 ha="center", fontsize=12)
             edge = lambda e: " (edge)" if e.get("at_edge") else ""  # noqa: E731
-            labels.append(f"{group}: {name} lr {_short(e['lr']) if e['lr'] else '-'}{edge(e)}\n"
-                          f"vs {ref} lr {_short(ref_e.get('lr')) if ref_e.get('lr') else '-'}{edge(ref_e)}")
+            labels.append(f"{group}: {name} lr {short_value(e['lr']) if e['lr'] else '-'}{edge(e)}\n"
+                          f"vs {ref} lr {short_value(ref_e.get('lr')) if ref_e.get('lr') else '-'}{edge(ref_e)}")
             y += 1
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)

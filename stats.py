@@ -54,11 +54,13 @@ def holm(p_values):
     return out
 
 
-def _std(values):
+def std_or_none(values):
+    values = list(values)
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _mean(values):
+def mean_or_none(values):
+    values = list(values)
     return float(np.mean(values)) if len(values) else None
 
 
@@ -84,7 +86,7 @@ def epochs_to(run, target):
 
 def _costs(runs):
     """Means over runs of: seconds per epoch, total training FLOPs, total parameter updates."""
-    return tuple(_mean([agg(r["history"][key]) for r in runs]) for key, agg in
+    return tuple(mean_or_none([agg(r["history"][key]) for r in runs]) for key, agg in
                  (("epoch_time_s", np.mean), ("train_flops", sum), ("param_updates", sum)))
 
 
@@ -95,7 +97,7 @@ def summarize(runs, reference="standard", target_frac=0.95):
         by_strategy.setdefault(r["strategy"], {})[r["seed"]] = r
     ok = lambda rs: {s: r for s, r in rs.items() if not run_diverged(r)}  # noqa: E731
     ref = ok(by_strategy.get(reference, {}))
-    ref_acc = _mean([final_acc(r) for r in ref.values()])
+    ref_acc = mean_or_none([final_acc(r) for r in ref.values()])
     target = None if ref_acc is None else target_frac * ref_acc
     ref_time, ref_flops, ref_updates = _costs(ref.values())
     ratio = lambda a, b: None if a is None or not b else a / b  # noqa: E731
@@ -104,24 +106,22 @@ def summarize(runs, reference="standard", target_frac=0.95):
     for name, seeds in by_strategy.items():
         good = ok(seeds)
         accs = [final_acc(r) for r in good.values()]
-        common = [s for s in good if s in ref]
+        common = [] if name == reference else [s for s in good if s in ref]  # no pairs: all None
         diff = paired([final_acc(good[s]) for s in common], [final_acc(ref[s]) for s in common])
-        if name == reference:
-            diff = {"mean": None, "ci95_low": None, "ci95_high": None, "p_value": None, "pairs": 0}
         reached = [epochs_to(r, target) for r in good.values()] if target is not None else []
         hit = [e for e in reached if e is not None]
         epoch_time, flops, updates = _costs(good.values())
         out[name] = {
             "seeds": sorted(seeds), "diverged": len(seeds) - len(good),
-            "epochs": _mean([len(r["history"]["epoch"]) for r in good.values()]),
-            "final_acc_mean": _mean(accs), "final_acc_std": _std(accs),
-            "val_acc_mean": _mean([final_val_acc(r) for r in good.values()
+            "epochs": mean_or_none([len(r["history"]["epoch"]) for r in good.values()]),
+            "final_acc_mean": mean_or_none(accs), "final_acc_std": std_or_none(accs),
+            "val_acc_mean": mean_or_none([final_val_acc(r) for r in good.values()
                                    if final_val_acc(r) is not None]),
             "diff_vs_standard": diff,
             "epoch_time_s": epoch_time, "time_ratio": ratio(epoch_time, ref_time),
             "train_flops": flops, "flops_ratio": ratio(flops, ref_flops),
             "param_updates": updates, "updates_ratio": ratio(updates, ref_updates),
-            "epochs_to_target": _mean(hit), "reached_target": len(hit),
+            "epochs_to_target": mean_or_none(hit), "reached_target": len(hit),
         }
     return {"reference": reference, "target_acc": target, "target_frac": target_frac,
             "strategies": out}
@@ -160,9 +160,22 @@ def format_table(summary):
             reach = f"{s['epochs_to_target']:.1f} ({s['reached_target']}/{n - s['diverged']})"
         rows.append([name, seeds, acc, diff, _fmt(s["epoch_time_s"]), _fmt(s["time_ratio"]),
                      _fmt(s["flops_ratio"]), _fmt(s["updates_ratio"]), reach])
+    return text_table(head, rows)
+
+
+def text_table(head, rows):
+    """Left-aligned columns two spaces apart under a dashed rule: pastes into a paper or a README."""
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def format_diff(d):
+    """'+1.23 [+0.45, +2.01]' from a paired() result; '-' without pairs, no interval with one."""
+    if d is None or d["mean"] is None:
+        return "-"
+    return f"{d['mean']:+.2f}" + ("" if d["ci95_low"] is None else
+                                  f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
 
 
 def load_runs(folder):
@@ -186,7 +199,8 @@ def compare_folders(runs_a, runs_b, reference="standard"):
             continue
         acc_a = [final_acc(a[name, s]) for s in seeds]
         acc_b = [final_acc(b[name, s]) for s in seeds]
-        row = {"seeds": seeds, "a_mean": _mean(acc_a), "b_mean": _mean(acc_b), "a_minus_b": paired(acc_a, acc_b)}
+        row = {"seeds": seeds, "a_mean": mean_or_none(acc_a), "b_mean": mean_or_none(acc_b),
+               "a_minus_b": paired(acc_a, acc_b)}
         both = [s for s in seeds if (reference, s) in a and (reference, s) in b]
         if name != reference and both:
             row["a_vs_reference"] = paired([final_acc(a[name, s]) for s in both],
@@ -230,29 +244,19 @@ def format_equal_flops(rows, reference="standard"):
             f"final acc minus {reference}'s then [95% CI]", "p", "p (Holm)"]
     body = []
     for n, d in rows.items():
-        diff = "-" if d["mean"] is None else f"{d['mean']:+.2f}" + (
-            "" if d["ci95_low"] is None else f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
-        body.append([n, str(d["pairs"]), ",".join(map(str, d["reference_epochs"])), diff,
+        body.append([n, str(d["pairs"]), ",".join(map(str, d["reference_epochs"])), format_diff(d),
                      _fmt(d["p_value"], ".2g"), _fmt(d.get("p_holm"), ".2g")])
-    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+    return text_table(head, body)
 
 
 def format_comparison(rows, a="A", b="B", reference="standard"):
-    def ci(d):
-        if d is None or d["mean"] is None:
-            return "-"
-        return f"{d['mean']:+.2f}" + ("" if d["ci95_low"] is None else
-                                      f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
+    ci = format_diff
     head = ["strategy", "seeds", f"{a} acc (%)", f"{b} acc (%)", f"{a} - {b} [95% CI]", "p",
             f"vs {reference} in {a}", f"vs {reference} in {b}"]
     body = [[n, ",".join(map(str, r["seeds"])), _fmt(r["a_mean"]), _fmt(r["b_mean"]), ci(r["a_minus_b"]),
              _fmt(r["a_minus_b"]["p_value"], ".2g"), ci(r.get("a_vs_reference")) if n != reference else "(reference)",
              ci(r.get("b_vs_reference")) if n != reference else "(reference)"] for n, r in rows.items()]
-    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+    return text_table(head, body)
 
 
 def main(argv=None):

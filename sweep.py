@@ -14,8 +14,9 @@ import io
 import itertools
 from dataclasses import replace
 
-from config import GRID_KEYS, PARSERS, ConfigError, check_config, flag
-from stats import final_acc, final_val_acc, holm, paired, run_diverged, summarize
+from config import GRID_KEYS, PARSERS, ConfigError, check_config, flag, short_value
+from stats import (final_acc, final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged,
+                   std_or_none, summarize, text_table)
 
 ALPHA = 0.05
 SWEEP_COLUMNS = ("strategy", "seeds", "diverged", "test_acc_mean", "test_acc_std", "val_acc_mean",
@@ -70,11 +71,8 @@ def grid_cells(cfg):
 
 
 def cell_label(values):
-    return ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={short_value(v)}" for k, v in values.items())
 
-
-def _short(v):
-    return format(v, "g") if isinstance(v, float) else str(v)
 
 
 def _order(v):
@@ -131,7 +129,7 @@ def tuned_comparison(cells, keys, reference="standard"):
                 continue
             accs = {s: final_acc(r) for s, r in b["runs"].items()}
             e = {"lr": b["lr"], "lrs": b["lrs"], "at_edge": b["edge"], "val_acc_mean": b["val"],
-                 "test_acc_mean": _mean(accs.values()), "test_acc_std": _std(accs.values()),
+                 "test_acc_mean": mean_or_none(accs.values()), "test_acc_std": std_or_none(accs.values()),
                  "seeds": sorted(accs)}
             if name != reference and ref is not None:
                 common = sorted(set(accs) & set(ref["runs"]))
@@ -159,19 +157,6 @@ def _best_lr(name, members):
     lr = max(scores, key=lambda k: scores[k][0])
     edge = None if len(lrs) < 2 else "lowest" if lr == lrs[0] else "highest" if lr == lrs[-1] else None
     return {"lr": lr, "lrs": lrs, "edge": edge, "val": scores[lr][0], "runs": scores[lr][1]}
-
-
-def _mean(v):
-    v = list(v)
-    return sum(v) / len(v) if v else None
-
-
-def _std(v):
-    v = list(v)
-    if len(v) < 2:
-        return None
-    m = sum(v) / len(v)
-    return (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -203,19 +188,14 @@ def format_sweep(summary):
     for r in summary["rows"]:
         acc = _f(r["test_acc_mean"], ".2f") + ("" if r["test_acc_std"] is None else
                                                 f" +- {r['test_acc_std']:.2f}")
-        if r["strategy"] == ref:
-            diff = "(reference)"
-        elif r["diff_vs_standard"] is None:
-            diff = "-"
-        else:
-            diff = _f(r["diff_vs_standard"]) + ("" if r["ci_low"] is None else
-                                                 f" [{_f(r['ci_low'])}, {_f(r['ci_high'])}]")
+        diff = "(reference)" if r["strategy"] == ref else format_diff(
+            {"mean": r["diff_vs_standard"], "ci95_low": r["ci_low"], "ci95_high": r["ci_high"]})
         seeds = f"{r['seeds'] - r['diverged']}/{r['seeds']}"
         sig = "*" if r["p_holm"] is not None and r["p_holm"] < summary["alpha"] else ""
-        body.append([*(_short(r[k]) for k in keys), r["strategy"], seeds, acc, diff, _p(r["p_value"]),
+        body.append([*(short_value(r[k]) for k in keys), r["strategy"], seeds, acc, diff, _p(r["p_value"]),
                      _p(r["p_holm"]), sig])
     tests = sum(r["p_value"] is not None for r in summary["rows"])
-    parts = [_table(head, body), f"* Holm-adjusted p < {summary['alpha']} over all {tests} comparisons in the "
+    parts = [text_table(head, body), f"* Holm-adjusted p < {summary['alpha']} over all {tests} comparisons in the "
                                  f"sweep (paired t-tests on final test accuracy)" if tests else
              "no p-values: a paired t-test needs 2 or more seeds whose differences vary"]
     if summary["tuned"] is None:
@@ -237,18 +217,11 @@ def format_tuned(summary):
                 body.append([label, name, "-", "-", "-", "-", "-", e["note"]])
                 continue
             d = e.get("diff_vs_standard")
-            diff = "(reference)" if name == ref else "-" if not d or d["mean"] is None else (
-                _f(d["mean"]) + ("" if d["ci95_low"] is None else f" [{_f(d['ci95_low'])}, {_f(d['ci95_high'])}]"))
+            diff = "(reference)" if name == ref else format_diff(d)
             note = f"at the {e['at_edge']} lr tried: extend the grid" if e["at_edge"] else ""
-            body.append([label, name, _short(e["lr"]), _f(e["val_acc_mean"], ".2f"),
+            body.append([label, name, short_value(e["lr"]), _f(e["val_acc_mean"], ".2f"),
                          _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else
                                                           f" +- {e['test_acc_std']:.2f}"),
                          diff, _p(d.get("p_holm")) if d else "-", note])
     return ("tuned comparison: each strategy at its own best lr, chosen on validation accuracy\n"
-            + _table(head, body))
-
-
-def _table(head, body):
-    widths = [max(len(str(r[i])) for r in [head, *body]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+            + text_table(head, body))
