@@ -137,36 +137,41 @@ class _Torchvision:
     label: str
     folder: str  # where torchvision keeps the files, relative to --data-dir
     files: str   # what to put there when offline
+    make: object  # (root, train) -> the torchvision dataset, downloading if it can
+
+
+def _tv(cls, split=False):
+    """A constructor of torchvision dataset `cls` by name (imported on use: torchvision is slow to load)."""
+    def make(root, train):
+        import torchvision.datasets as tv
+        kind = getattr(tv, cls)
+        if split:  # SVHN names its splits instead of a train flag
+            return kind(root, split="train" if train else "test", download=True)
+        return kind(root, train=train, download=True)
+    return make
 
 
 _IDX = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
         "t10k-labels-idx1-ubyte.gz")
 TORCHVISION = {
     "cifar10": _Torchvision("CIFAR-10", "", "cifar-10-python.tar.gz or its extracted "
-                                             "cifar-10-batches-py/ folder"),
+                                             "cifar-10-batches-py/ folder", _tv("CIFAR10")),
     "cifar100": _Torchvision("CIFAR-100", "", "cifar-100-python.tar.gz or its extracted "
-                                               "cifar-100-python/ folder"),
-    "mnist": _Torchvision("MNIST", "MNIST/raw", _IDX),
-    "fashion-mnist": _Torchvision("Fashion-MNIST", "FashionMNIST/raw", _IDX),
-    "svhn": _Torchvision("SVHN", "", "train_32x32.mat and test_32x32.mat"),
+                                               "cifar-100-python/ folder", _tv("CIFAR100")),
+    "mnist": _Torchvision("MNIST", "MNIST/raw", _IDX, _tv("MNIST")),
+    "fashion-mnist": _Torchvision("Fashion-MNIST", "FashionMNIST/raw", _IDX, _tv("FashionMNIST")),
+    "svhn": _Torchvision("SVHN", "", "train_32x32.mat and test_32x32.mat", _tv("SVHN", split=True)),
 }
 
 
 def read_torchvision(name, data_dir):
     """uint8 NCHW train and test tensors, class names and label of a torchvision dataset,
     downloaded into data_dir on first use; offline, files already in torchvision's layout."""
-    import torchvision.datasets as tv
-    spec, root = TORCHVISION[name], str(data_dir)
-    if name in ("mnist", "fashion-mnist"):
-        _gunzip_idx(Path(data_dir, spec.folder))
-    make = {"cifar10": lambda train: tv.CIFAR10(root, train=train, download=True),
-            "cifar100": lambda train: tv.CIFAR100(root, train=train, download=True),
-            "mnist": lambda train: tv.MNIST(root, train=train, download=True),
-            "fashion-mnist": lambda train: tv.FashionMNIST(root, train=train, download=True),
-            "svhn": lambda train: tv.SVHN(root, split="train" if train else "test", download=True)}[name]
+    spec = TORCHVISION[name]
+    _gunzip_idx(Path(data_dir, spec.folder))  # only MNIST-style folders hold *-ubyte.gz files
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
-            sets = [make(train) for train in (True, False)]
+            sets = [spec.make(str(data_dir), train) for train in (True, False)]
     except Exception as e:  # no network, unwritable folder, corrupt archive
         reason = str(e).strip().splitlines()[0].rstrip(":") if str(e).strip() else type(e).__name__
         where = Path(data_dir, spec.folder) if spec.folder else Path(data_dir)
