@@ -84,7 +84,7 @@ def launch(units, cfg, stores, log):
 
 
 def _saved_run(stores):
-    return lambda unit: stores[unit.cfg.out].refresh().done(unit.strategy, unit.seed)
+    return lambda unit: stores[unit.cfg.out].saved(unit.strategy, unit.seed)
 
 
 def _ordered_runs(cfg, store):

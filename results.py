@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from config import short_value
 from training_loop import HISTORY_KEYS, VALIDATION_KEYS
 
 MARK = "alternating-freeze-results/1"
@@ -91,6 +92,37 @@ def _check_writable(folder, out):
                            f"choose a folder you can write to") from None
 
 
+def _read_marked(path, mark, fix, check=None):
+    """The JSON file `path` if this suite wrote it (its `suite` is `mark`) and `check` accepts it;
+    otherwise a one-line ResultsError that ends with `fix`."""
+    try:
+        blob = json.loads(Path(path).read_text())
+        assert blob.get("suite") == mark
+        if check is not None:
+            check(blob)
+        return blob
+    except Exception:
+        raise ResultsError(f"{path} is corrupt or was not written by this suite; {fix}") from None
+
+
+def _complete_run(run):
+    """Accept a saved run whose history columns all have one entry per epoch; runs saved before
+    validation existed get empty validation columns."""
+    h = run["history"]
+    for k in VALIDATION_KEYS:
+        h.setdefault(k, [None] * len(h["epoch"]))
+    assert all(len(h[c]) == len(h["epoch"]) for c in HISTORY_KEYS)
+    assert "strategy" in run and "seed" in run
+
+
+def _has_settings(config):
+    assert isinstance(config["settings"], dict)
+
+
+def _read_run(path):
+    return _read_marked(path, MARK, "delete it to recompute that run, or pass --overwrite", _complete_run)
+
+
 def run_filename(strategy, seed):
     return f"{strategy.replace('@', '_at_')}__seed{seed}"
 
@@ -114,15 +146,9 @@ class ResultsDir:
 
     def _read_previous(self):
         cfg_file = self.path / "config.json"
-        if not cfg_file.exists():
-            return
-        try:
-            stored = json.loads(cfg_file.read_text())
-            assert stored.get("suite") == MARK and isinstance(stored["settings"], dict)
-            self.previous = stored
-        except Exception:
-            raise ResultsError(f"{cfg_file} is corrupt or was not written by this suite; move it "
-                               f"away, choose another --out, or pass --overwrite") from None
+        if cfg_file.exists():
+            self.previous = _read_marked(cfg_file, MARK, "move it away, choose another --out, or pass "
+                                         "--overwrite", check=_has_settings)
 
     def _clear(self):
         if self.settings.get("dry_run") and self.previous and not self.previous["settings"].get("dry_run"):
@@ -154,24 +180,21 @@ class ResultsDir:
     def _load_runs(self):
         runs = {}
         for f in sorted(self.runs_dir.glob("*.json")):
-            try:
-                run = json.loads(f.read_text())
-                assert run.get("suite") == MARK
-                h = run["history"]
-                for k in VALIDATION_KEYS:  # runs saved before validation existed
-                    h.setdefault(k, [None] * len(h["epoch"]))
-                assert all(len(h[c]) == len(h["epoch"]) for c in HISTORY_KEYS)
-                key = (run["strategy"], run["seed"])
-            except Exception:
-                raise ResultsError(f"{f} is corrupt or was not written by this suite; delete it to "
-                                   f"recompute that run, or pass --overwrite") from None
-            runs[key] = run
+            run = _read_run(f)
+            runs[run["strategy"], run["seed"]] = run
         return runs
 
     def refresh(self):
         """Re-read runs/ (other processes may have saved runs since)."""
         self.runs = self._load_runs()
         return self
+
+    def saved(self, strategy, seed):
+        """The run if another process has saved it by now, reading only its own file."""
+        f = self.runs_dir / f"{run_filename(strategy, seed)}.json"
+        if (strategy, seed) not in self.runs and f.exists():
+            self.runs[strategy, seed] = _read_run(f)
+        return self.runs.get((strategy, seed))
 
     # --- writing ----------------------------------------------------------------
     def write_config(self, config, extra):
@@ -252,15 +275,7 @@ class SweepDir:
 
     def _stored(self):
         f = self.path / "sweep.json"
-        if not f.exists():
-            return None
-        try:
-            stored = json.loads(f.read_text())
-            assert stored.get("suite") == SWEEP_MARK
-            return stored
-        except Exception:
-            raise ResultsError(f"{f} is corrupt or was not written by this suite; choose another "
-                               f"--out or pass --overwrite") from None
+        return _read_marked(f, SWEEP_MARK, "choose another --out or pass --overwrite") if f.exists() else None
 
     def _clear(self):
         if self._stored() is None and (self.path / "config.json").exists():
@@ -291,7 +306,7 @@ class SweepDir:
 
     def cell_path(self, values):
         """cell folder: <key>=<value>__<key>=<value>, in the grid's key order."""
-        return self.path / "__".join(f"{k}={_short(values[k])}" for k in self.keys)
+        return self.path / "__".join(f"{k}={short_value(values[k])}" for k in self.keys)
 
     def cells(self):
         """(grid values, folder) of every cell in the folder, from each cell's config.json."""
@@ -314,9 +329,6 @@ class SweepDir:
     def save_figure(self, fig):
         save_figure(fig, self.path / "sweep_results.png")
 
-
-def _short(v):
-    return format(v, "g") if isinstance(v, float) else str(v)
 
 
 def metrics_csv(runs):
