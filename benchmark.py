@@ -199,6 +199,41 @@ def run(args):
     }
 
 
+SWEEP_ARGS = ["--dataset", "synthetic", "--train-size", "20000", "--test-size", "10000", "--epochs", "15",
+              "--seeds", "2", "--strategies", "core", "--precision", "bf16", "--no-progress"]
+
+
+def sweep_runs_per_hour(baseline, extra_args=(), repeats=1):
+    """Runs per hour of a small sweep (SWEEP_ARGS: 6 classic 15-epoch runs, evaluation included,
+    under each code's default worker and thread split), timed end to end in fresh processes:
+    this tree against the code of git commit `baseline`, alternately."""
+    import subprocess
+    import tarfile
+    import tempfile
+    from pathlib import Path
+    root = Path(__file__).resolve().parent
+    runs = 2 * 3
+    out = {"args": SWEEP_ARGS + list(extra_args), "baseline": baseline, "runs": runs,
+           "seconds": {"this tree": [], baseline: []}}
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp, "code.tar")
+        subprocess.run(["git", "-C", str(root), "archive", "-o", str(archive), baseline], check=True)
+        with tarfile.open(archive) as t:
+            t.extractall(Path(tmp, "baseline"), filter="data")
+        trees = {"this tree": root, baseline: Path(tmp, "baseline")}
+        for r in range(repeats):
+            for label, tree in trees.items():
+                folder = Path(tmp, f"out-{r}-{label.replace(' ', '_')}")
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "experiments.py", *out["args"], "--out", str(folder)],
+                               cwd=tree, check=True, capture_output=True)
+                out["seconds"][label].append(time.perf_counter() - t0)
+    sec = {k: statistics.median(v) for k, v in out["seconds"].items()}
+    out["runs_per_hour"] = {k: 3600 * runs / v for k, v in sec.items()}
+    out["speedup"] = sec[baseline] / sec["this tree"]
+    return out
+
+
 def optimizer_step_ms(device, repeats=30):
     """Milliseconds per Adam step over all SimpleNN parameters: per-tensor, foreach, fused."""
     out = {}
@@ -217,19 +252,20 @@ def optimizer_step_ms(device, repeats=30):
     return out
 
 
-def profile_table(ds, device, steps=30, batch_size=128):
-    """torch.profiler's top operators over `steps` standard training steps."""
+def profile_table(ds, device, steps=30, batch_size=128, precision="fp32"):
+    """torch.profiler's top operators (by input shape) over `steps` standard training steps."""
     from torch.profiler import ProfilerActivity, profile
     model = SimpleNN().to(device)
     n = steps * batch_size
     loader = TensorLoader(ds.x_train[:n], ds.y_train[:n], batch_size, shuffle=True)
     test = TensorLoader(ds.x_test[:batch_size], ds.y_test[:batch_size], batch_size)
-    train(model, loader, test, num_epochs=1, device=device)  # warm-up
+    train(model, loader, test, num_epochs=1, device=device, precision=precision)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        train(model, loader, test, num_epochs=1, device=device)
+    with profile(activities=activities, record_shapes=True) as prof:
+        train(model, loader, test, num_epochs=1, device=device, precision=precision)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=12)
+    return prof.key_averages(group_by_input_shape=True).table(
+        sort_by=key, row_limit=14, max_name_column_width=28, max_shapes_column_width=48)
 
 
 def format_report(r):
@@ -279,6 +315,9 @@ def main(argv=None):
                    help="comma list; tf32 is timed on CUDA only")
     p.add_argument("--skip-reference", action="store_true", help="time the suite only")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--sweep-baseline", metavar="COMMIT",
+                   help="also time a small bf16 sweep end to end (6 runs of 15 epochs, default worker "
+                        "split) with this tree and with the code of COMMIT, for runs per hour")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 30 standard steps and time Adam's implementations")
     args = p.parse_args(argv)
@@ -290,12 +329,20 @@ def main(argv=None):
     if args.profile:
         device = pick_device(args.device)
         ds = make_synthetic(30 * args.batch_size, args.batch_size, seed=0, device=device)
-        print(profile_table(ds, device, batch_size=args.batch_size))
+        for p in args.precisions:
+            if p in precisions_for(device):
+                print(f"{p}:\n" + profile_table(ds, device, batch_size=args.batch_size, precision=p))
         for label, ms in optimizer_step_ms(device).items():
             print(f"Adam step over all parameters, {label:<8}: {ms:.2f} ms")
         return 0
     report = run(args)
     print(format_report(report))
+    if args.sweep_baseline:
+        report["sweep"] = sweep_runs_per_hour(args.sweep_baseline)
+        sw = report["sweep"]
+        print(f"sweep throughput (python experiments.py {' '.join(sw['args'])}, default split): "
+              + ", ".join(f"{k} {v:.0f} runs/hour" for k, v in sw["runs_per_hour"].items())
+              + f"; {sw['speedup']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=lambda v: None if isinstance(v, float) and

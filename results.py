@@ -76,7 +76,7 @@ def _canonical(obj):
 def _changed(old, new, defaults):
     """The first setting that differs; a setting missing from an older folder counts as its default."""
     defaults = defaults or {}
-    for k in sorted(set(old) | set(new)):
+    for k in [*new, *sorted(set(old) - set(new))]:  # in the order of the settings
         if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)):
             return k
     return None
