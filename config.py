@@ -63,8 +63,12 @@ class Config:
     slurm_time: int = 60               # minutes per job
     slurm_cpus_per_task: int = 1
     slurm_gpus_per_task: int = 0
+    slurm_mem: str | None = None       # sbatch --mem, e.g. 8G (default: the cluster's)
+    slurm_array_parallelism: int | None = None  # at most this many array tasks at once
+    slurm_max_requeues: int = 3        # requeues after a timeout or preemption (submitit's limit)
     slurm_args: tuple = ()             # ("KEY=VALUE", ...) passed on to submitit
     wait: bool = True                  # slurm: wait for the jobs, then summarise
+    cancel: bool = False               # with --overwrite: scancel this folder's live SLURM jobs
 
     def effective(self):
         """The config as run: --dry-run shrinks data, epochs and seeds to a smoke check."""
@@ -88,7 +92,8 @@ class Config:
 # settings that do not change what a run computes (threads change fp32 rounding, see ARCHITECTURE.md)
 NOT_IN_KEY = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir", "grid",
               "launcher", "workers", "threads", "slurm_partition", "slurm_time", "slurm_cpus_per_task",
-              "slurm_gpus_per_task", "slurm_args", "wait"}
+              "slurm_gpus_per_task", "slurm_args", "wait", "slurm_mem", "slurm_array_parallelism",
+              "slurm_max_requeues", "cancel"}
 # settings a --grid may vary: those that change results, less the ones about running
 GRID_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_IN_KEY
                   and f.name not in {"dry_run", "device", "compile", "eval_batch_size", "target_frac",
@@ -167,7 +172,8 @@ PARSERS = {
     "precision": choice(*PRECISIONS), "eval_batch_size": positive_int, "seeds": positive_int,
     "workers": positive_int, "threads": positive_int, "slurm_time": positive_int,
     "slurm_cpus_per_task": positive_int, "slurm_gpus_per_task": nonnegative_int,
-    "launcher": choice("local", "slurm"),
+    "launcher": choice("local", "slurm"), "slurm_array_parallelism": positive_int,
+    "slurm_max_requeues": nonnegative_int,
 }
 
 
@@ -179,7 +185,8 @@ def check_config(cfg):
     """Reject settings that cannot work, with a one-line message that names the fix."""
     for name, parse in PARSERS.items():
         v = getattr(cfg, name)
-        if v is None and name in ("train_size", "test_size", "lr_first", "lr_second", "split", "threads"):
+        if v is None and name in ("train_size", "test_size", "lr_first", "lr_second", "split", "threads",
+                                  "slurm_array_parallelism"):
             continue
         try:
             parse(v)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import asdict, replace
 
 from tqdm.auto import tqdm
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, Config, ConfigError, check_config,
                     default_out, expand_strategies)
 from data import DATASETS, DataError
-from launchers import LaunchError, run_inprocess, run_local, run_slurm
+from launchers import HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm
 from plots import plot_comparison, plot_sweep
 from results import ResultsError, SweepDir
 from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
@@ -62,25 +63,77 @@ def units_of(cfg, store):
             for name, seed in run_plan(cfg) if not store.done(name, seed)]
 
 
-def launch(units, cfg, stores, log):
+def launch(units, cfg, stores, log, poll_s=1.0):
     """Execute units with the configured launcher; print a line per finished run and keep each
-    cell's metrics.csv current. Returns the units that did not finish, with reasons."""
+    cell's metrics.csv current. Runs that other executors hold (their lease, or a live SLURM job
+    of this folder) are waited for, and taken up here if their holder dies. Returns the units
+    that did not finish, with reasons."""
     bar = tqdm(total=len(units), desc="runs", disable=not cfg.progress or cfg.launcher == "slurm")
     say = bar.write if cfg.progress and log is print else log  # lines above the bar, unless redirected
 
+    finished = set()
+
     def on_done(unit, run):
+        finished.add(id(unit))
         say(run_line(run))
         stores[unit.cfg.out].refresh().write_metrics()
         bar.update()
 
+    saved = _saved_run(stores)
+    pending, failed, waiting_said = list(units), [], False
     try:
-        if cfg.launcher == "slurm":
-            return run_slurm(units, on_done, cfg, cfg.out, is_done=_saved_run(stores), log=say)
-        if cfg.workers > 1:
-            return run_local(units, on_done, cfg.workers, cfg.device, cfg.threads, log=say)
-        return run_inprocess(units, on_done, threads=cfg.threads, progress=cfg.progress, log=say)
+        while pending:
+            slurm_held = {} if cfg.launcher == "slurm" else live_jobs(cfg.out)
+            held = {id(u) for u in pending if stores[u.cfg.out].holder(u.strategy, u.seed) is not None
+                    or _unit_key(u) in slurm_held}
+            ready = _ready(pending, held, stores)
+            result = _execute(ready, cfg, stores, on_done, say, lambda u: id(u) in held or
+                              stores[u.cfg.out].holder(u.strategy, u.seed) is not None) if ready else []
+            failed_now = [(u, why) for u, why in result if why != HELD]
+            failed += failed_now
+            gone = finished | {id(u) for u, _ in failed_now}
+            pending = [u for u in pending if id(u) not in gone]
+            for u in list(pending):
+                run = saved(u)
+                if run is not None:
+                    on_done(u, run)
+                    pending.remove(u)
+                elif u.after and not stores[u.cfg.out].saved(*u.after) and not any(
+                        (v.strategy, v.seed) == u.after and v.cfg.out == u.cfg.out for v in pending):
+                    failed.append((u, f"its reference run {u.after[0]} seed {u.after[1]} did not finish"))
+                    pending.remove(u)
+            if not cfg.wait and failed:
+                return failed + [(u, "held elsewhere; --no-wait") for u in pending]
+            if pending:
+                if not waiting_said:
+                    say(f"waiting for {_plural(len(pending), 'run')} that other processes are training "
+                        f"(see leases/ in the results folder); a run whose holder dies is taken up here")
+                    waiting_said = True
+                time.sleep(poll_s)
+        return failed
     finally:
         bar.close()
+
+
+def _unit_key(unit):
+    return f"{unit.cfg.out}::{unit.strategy}::{unit.seed}"
+
+
+def _ready(pending, held, stores):
+    """The pending units this invocation can start now: not held elsewhere, and whose reference
+    run (matched budgets) is saved or starts in the same batch."""
+    first = [u for u in pending if id(u) not in held and u.after is None]
+    starting = {(u.cfg.out, u.strategy, u.seed) for u in first}
+    return first + [u for u in pending if id(u) not in held and u.after is not None and
+                    (stores[u.cfg.out].saved(*u.after) or (u.cfg.out, *u.after) in starting)]
+
+
+def _execute(units, cfg, stores, on_done, say, held):
+    if cfg.launcher == "slurm":
+        return run_slurm(units, on_done, cfg, cfg.out, is_done=_saved_run(stores), held=held, log=say)
+    if cfg.workers > 1:
+        return run_local(units, on_done, cfg.workers, cfg.device, cfg.threads, log=say)
+    return run_inprocess(units, on_done, threads=cfg.threads, progress=cfg.progress, log=say)
 
 
 def _saved_run(stores):
@@ -103,6 +156,10 @@ def summarise_cell(cfg, store, label, title_extra=""):
     runs = _ordered_runs(cfg, store)
     summary = summarize(runs, target_frac=cfg.target_frac)
     summary["dataset"] = label
+    plan = run_plan(cfg)
+    summary["runs_planned"] = len(plan)
+    summary["runs_saved"] = sum(store.done(n, s) is not None for n, s in plan)
+    summary["complete"] = summary["runs_saved"] == summary["runs_planned"]
     store.write_summary(summary)
     model = f"{cfg.depth} x {cfg.hidden_size} MLP" if (cfg.depth, cfg.hidden_size) != (2, 512) else "MLP"
     title = (f"Alternating freezing vs standard training: {label}, {model}, {cfg.epochs} epochs, "
@@ -130,6 +187,8 @@ def run_experiment(cfg: Config, log=print):
         return run_sweep(cfg, log)
     cfg = replace(cfg, out=cfg.out or default_out(cfg)).effective()
     log(f"results folder: {cfg.out}")
+    if cfg.overwrite:
+        _refuse_live_jobs(cfg, log)
     store, data = prepare_cell(cfg, cfg.overwrite)
     units = units_of(cfg, store)
     plan = run_plan(cfg)
@@ -143,9 +202,32 @@ def run_experiment(cfg: Config, log=print):
         log(f"submitted; rerun the same command to collect the results into {cfg.out}")
         return [], None
     runs, summary = summarise_cell(cfg, store, data.label)
-    log(format_table(summary))
+    log(_completeness(summary) + format_table(summary))
     log(f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
     return _finish(failed, cfg.out, log, (runs, summary))
+
+
+def _completeness(summary):
+    """A first line for tables of an unfinished set of runs; nothing when every run is saved."""
+    if summary.get("complete", True):
+        return ""
+    return (f"INCOMPLETE: {summary['runs_saved']} of {summary['runs_planned']} planned runs are saved; "
+            f"the table covers only those\n")
+
+
+def _refuse_live_jobs(cfg, log):
+    """--overwrite while SLURM jobs of the folder still run would let them save into the new
+    folder: refuse, unless --cancel, which scancels them first."""
+    jobs = live_jobs(cfg.out) if cfg.out else {}
+    if not jobs:
+        return
+    ids = sorted(set(jobs.values()))
+    if not cfg.cancel:
+        raise ResultsError(f"--out {cfg.out} has {len(ids)} SLURM jobs still queued or running "
+                           f"({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}); --overwrite would "
+                           f"let them save into the new folder: add --cancel to scancel them, or wait")
+    cancel_jobs(ids)
+    log(f"cancelled {len(ids)} SLURM jobs of {cfg.out}")
 
 
 def _plural(n, word):
@@ -168,6 +250,8 @@ def run_sweep(cfg: Config, log=print):
     cells = grid_cells(cfg)
     base = {k: v for k, v in cells[0][1].result_key().items() if k not in keys}
     log(f"results folder: {cfg.out}")
+    if cfg.overwrite:
+        _refuse_live_jobs(cfg, log)
     sweep = SweepDir(cfg.out, base, keys, cfg.overwrite, defaults=DEFAULT_KEY)
     stores, units, labels = {}, [], {}
     for values, cell in cells:
@@ -183,15 +267,16 @@ def run_sweep(cfg: Config, log=print):
     if not cfg.wait and failed:
         log(f"submitted; rerun the same command to collect the results into {cfg.out}")
         return [], None
-    done = []
+    done, saved, planned = [], 0, 0
     for values, folder in sweep.cells():
         cell = replace(cfg, **values, grid=(), out=str(folder)).effective()
         store = stores.get(str(folder)) or open_cell(cell)
-        runs, _ = summarise_cell(cell, store, labels.get(str(folder), data.label),
+        runs, s = summarise_cell(cell, store, labels.get(str(folder), data.label),
                                  f"\nsweep cell {cell_label(values)}")
+        saved, planned = saved + s["runs_saved"], planned + s["runs_planned"]
         done.append((values, runs))
     summary = summarize_sweep(done, keys, target_frac=cfg.target_frac)
-    summary["dataset"] = data.label
+    summary.update(dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)
     run_cfg = cfg.effective()
@@ -199,7 +284,7 @@ def run_sweep(cfg: Config, log=print):
                                       ("seeds", _plural(run_cfg.seeds, "seed")),
                                       ("precision", cfg.precision)) if k not in keys)
     sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard ({shared})"))
-    log(format_sweep(summary))
+    log(_completeness(summary) + format_sweep(summary))
     log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")
     return _finish(failed, cfg.out, log, (done, summary))
 
@@ -298,6 +383,16 @@ def parse_args(argv=None):
                    help="minutes per job")
     g.add_argument("--slurm-cpus-per-task", type=_type("slurm_cpus_per_task"), default=d.slurm_cpus_per_task)
     g.add_argument("--slurm-gpus-per-task", type=_type("slurm_gpus_per_task"), default=d.slurm_gpus_per_task)
+    g.add_argument("--slurm-mem", default=d.slurm_mem, metavar="MEM",
+                   help="memory per job, as sbatch --mem takes it (e.g. 8G; default: the cluster's)")
+    g.add_argument("--slurm-array-parallelism", type=_type("slurm_array_parallelism"),
+                   default=d.slurm_array_parallelism, metavar="N",
+                   help="at most N array tasks at once (default: no limit)")
+    g.add_argument("--slurm-max-requeues", type=_type("slurm_max_requeues"), default=d.slurm_max_requeues,
+                   metavar="N", help="requeues of a job after a timeout or preemption")
+    g.add_argument("--cancel", action="store_true",
+                   help="with --overwrite: scancel the folder's live SLURM jobs first (without it, "
+                        "--overwrite refuses while they run)")
     g.add_argument("--slurm-arg", dest="slurm_args", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option, e.g. --slurm-arg account=mylab (repeatable)")
     g.add_argument("--no-wait", dest="wait", action="store_false",

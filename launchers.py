@@ -3,7 +3,8 @@ SLURM jobs through submitit. Every launcher runs the same `runs.execute`, so eve
 saved by the same code, atomically, and a rerun of the same command completes what is missing.
 
 Each launcher calls `on_done(unit, run)` as runs finish and returns the units that did not
-finish, with the reason, as a list of (unit, reason).
+finish, with the reason, as a list of (unit, reason); the reason HELD means that another
+executor (another invocation, worker or SLURM job) holds the run's lease, and the caller waits.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from runs import execute
 from results import atomic_write
 
 ROOT = Path(__file__).resolve().parent
+HELD = "another executor holds it"
 
 
 class LaunchError(Exception):
@@ -45,19 +47,35 @@ def run_inprocess(units, on_done, device=None, threads=None, progress=False, log
     """One run after another in this process (--workers 1): no start-up cost per run."""
     if threads:
         torch.set_num_threads(threads)
+    held = []
     for unit in units:
-        on_done(unit, execute(unit, device, log=log, progress=progress))
-    return []
+        run = execute(unit, device, log=log, progress=progress)
+        if run is None:
+            held.append((unit, HELD))
+        else:
+            on_done(unit, run)
+    return held
 
 
 # --- local worker processes --------------------------------------------------------------
 def _worker(tasks, events, threads, device):
-    """A worker process: take units until the sentinel, report each start and end."""
+    """A worker process: run the units the coordinator hands it, one at a time, and report each
+    end. It exits at the sentinel, or when the coordinator is gone."""
     torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)  # events, streams and new tensors on this worker's GPU
+    parent = os.getppid()
     try:
-        while (item := tasks.get()) is not None:
+        while True:
+            try:
+                item = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    return  # orphaned: the coordinator was killed
+                continue
+            if item is None:
+                return
             i, unit = item
-            events.put(("start", os.getpid(), i, None))
             try:
                 run = execute(unit, device, log=lambda msg, i=i: events.put(("log", os.getpid(), i, msg)))
                 events.put(("done", os.getpid(), i, run))
@@ -76,60 +94,78 @@ def worker_devices(device, workers):
 
 
 def run_local(units, on_done, workers, device="auto", threads=None, log=print):
-    """`workers` processes take units from a queue. A worker that dies is reported and replaced,
-    so the other runs finish; its run keeps its last checkpoint for the next invocation."""
+    """`workers` processes, each handed one unit at a time by this coordinator, which therefore
+    always knows which unit a worker holds. A worker that dies at any moment is reported and
+    replaced on the same device, so the other runs finish; its run keeps its last checkpoint."""
     threads = threads or default_threads(workers)
     ctx = mp.get_context("spawn")  # fresh interpreters: no forked OpenMP or CUDA state
     failed = []
     for wave in waves(units):
-        tasks, events = ctx.Queue(), ctx.Queue()
-        for i, unit in enumerate(wave):
-            tasks.put((i, unit))
-        n = min(workers, len(wave))
-        for _ in range(n):
-            tasks.put(None)
-        devices = worker_devices(device, n)
-        procs = [ctx.Process(target=_worker, args=(tasks, events, threads, devices[w]), daemon=True)
-                 for w in range(n)]
-        for p in procs:
+        todo = list(enumerate(wave))
+        events = ctx.Queue()
+        devices = worker_devices(device, min(workers, len(wave)))
+        slots = {}  # slot -> [process, its task queue, index of the unit it holds or None]
+
+        def start(slot):
+            tasks = ctx.Queue()
+            p = ctx.Process(target=_worker, args=(tasks, events, threads, devices[slot]), daemon=True)
             p.start()
-        pending, running = set(range(len(wave))), {}  # running: pid -> unit index
+            slots[slot] = [p, tasks, None]
+
+        def hand_out():
+            for slot, st in slots.items():
+                if st[2] is None and todo:
+                    st[2], unit = todo.pop(0)
+                    st[1].put((st[2], unit))
+
+        for slot in range(len(devices)):
+            start(slot)
+        pending = set(range(len(wave)))
         try:
+            hand_out()
             while pending:
                 try:
                     kind, pid, i, payload = events.get(timeout=0.5)
                 except queue.Empty:
-                    for p in [p for p in procs if not p.is_alive() and p.pid in running]:
-                        i = running.pop(p.pid)
-                        pending.discard(i)
-                        failed.append((wave[i], f"its worker process died (exit code {p.exitcode})"))
-                        log(f"worker {p.pid} died (exit code {p.exitcode}) while running "
-                            f"{wave[i].label}; the other runs go on")
-                        procs.remove(p)
-                        if pending - set(running.values()):  # a replacement takes the dead one's sentinel
-                            procs.append(ctx.Process(target=_worker, daemon=True,
-                                                     args=(tasks, events, threads, devices[0])))
-                            procs[-1].start()
+                    for slot, (p, _, i) in list(slots.items()):
+                        if p.is_alive():
+                            continue
+                        if i is not None:
+                            pending.discard(i)
+                            failed.append((wave[i], f"its worker process died (exit code {p.exitcode})"))
+                            log(f"worker {p.pid} died (exit code {p.exitcode}) while running "
+                                f"{wave[i].label}; the other runs go on")
+                        if todo:
+                            start(slot)  # a replacement on the same device
+                        else:
+                            del slots[slot]
+                    hand_out()
                     continue
-                if kind == "start":
-                    running[pid] = i
-                elif kind == "log":
+                if kind == "log":
                     log(payload)
+                    continue
+                for st in slots.values():
+                    if st[0].pid == pid:
+                        st[2] = None
+                pending.discard(i)
+                if kind == "done" and payload is None:
+                    failed.append((wave[i], HELD))
+                elif kind == "done":
+                    on_done(wave[i], payload)
                 else:
-                    running.pop(pid, None)
-                    pending.discard(i)
-                    if kind == "done":
-                        on_done(wave[i], payload)
-                    else:
-                        failed.append((wave[i], payload))
-                        log(f"{wave[i].label} failed: {payload}")
+                    failed.append((wave[i], payload))
+                    log(f"{wave[i].label} failed: {payload}")
+                hand_out()
         finally:
-            for p in procs:
+            for p, tasks, _ in slots.values():
+                if p.is_alive():
+                    tasks.put(None)
+            for p, _, _ in slots.values():
+                p.join(timeout=5)
                 if p.is_alive():
                     p.terminate()
-            for p in procs:
-                p.join(timeout=10)
-        if failed:
+                    p.join(timeout=5)
+        if any(why != HELD for _, why in failed):
             break  # a later wave needs the runs of this one
     return failed
 
@@ -143,12 +179,20 @@ except ImportError:  # submitit is needed for --launcher slurm only
 
 class SlurmRun(Checkpointable):
     """The callable a SLURM job runs. On preemption or timeout submitit calls `checkpoint`,
-    which requeues the same unit; it then resumes from its last epoch-end checkpoint."""
+    which requeues the same unit; it then resumes from its last epoch-end checkpoint (its own
+    lease, from before the requeue, is recognised by the job id and taken over)."""
 
     def __call__(self, unit):
+        from config import ConfigError, check_device
+        try:
+            check_device(unit.cfg.device, unit.cfg.precision)  # on the node that runs it
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
         torch.set_num_threads(unit.cfg.threads or cpus or torch.get_num_threads())
         run = execute(unit, log=lambda msg: print(msg, flush=True))
+        if run is None:
+            return {"held": True}
         return {"strategy": run["strategy"], "seed": run["seed"]}
 
 
@@ -157,74 +201,156 @@ def _unit_id(unit):
 
 
 def _queued_jobs():
-    """{job id: state} of every job and array task SLURM still holds (pending, running, ...)."""
-    p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True)
+    """{job id: state} of this user's jobs and array tasks that SLURM still holds."""
+    p = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True)
     if p.returncode != 0:
         raise LaunchError(f"squeue failed: {p.stderr.strip().splitlines()[0] if p.stderr.strip() else p.returncode}")
     return dict(line.split("|", 1) for line in p.stdout.split())
 
 
-def run_slurm(units, on_done, cfg, out, is_done, log=print):
-    """Submit the units that are neither finished nor still queued as one job array, then (unless
-    cfg.wait is False) wait with a progress bar. Job ids are kept in OUT/slurm/jobs.json, so a
-    later invocation collects what finished and resubmits only what is missing."""
+def live_jobs(out):
+    """The job ids in OUT/slurm/jobs.json that SLURM still holds ({} without SLURM or jobs)."""
+    jobs_file = Path(out) / "slurm" / "jobs.json"
+    if not jobs_file.exists() or shutil.which("squeue") is None:
+        return {}
+    known = json.loads(jobs_file.read_text())
+    queued = _queued_jobs()
+    return {u: j for u, j in known.items() if j in queued}
+
+
+def cancel_jobs(job_ids):
+    subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True)
+
+
+def _ended_state(job):
+    """sacct's state of a job that left squeue, or None where accounting is not kept."""
+    if shutil.which("sacct") is None:
+        return None
+    p = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"], capture_output=True, text=True)
+    lines = p.stdout.split()
+    return lines[0].split()[0] if p.returncode == 0 and lines else None
+
+
+def max_array_size():
+    """The cluster's MaxArraySize (how many tasks one job array may have), 1001 if unknown."""
+    p = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True)
+    for line in p.stdout.splitlines():
+        if line.split("=")[0].strip() == "MaxArraySize":
+            try:
+                return int(line.split("=", 1)[1])
+            except ValueError:
+                break
+    return 1001
+
+
+class _Jobs:
+    """OUT/slurm/jobs.json (unit -> job id), read and rewritten under an exclusive lock, so that
+    two invocations submitting at once neither submit a unit twice nor lose job ids."""
+
+    def __init__(self, folder):
+        self.file = Path(folder) / "jobs.json"
+        self.lock_file = Path(folder) / "jobs.lock"
+
+    def __enter__(self):
+        import fcntl
+        self._fd = os.open(self.lock_file, os.O_CREAT | os.O_RDWR, 0o666)
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)  # POSIX locks: honoured over NFS with lockd
+        self.known = json.loads(self.file.read_text()) if self.file.exists() else {}
+        return self
+
+    def save(self):
+        atomic_write(self.file, json.dumps(self.known, indent=1) + "\n")
+
+    def __exit__(self, *exc):
+        os.close(self._fd)  # releases the lock
+
+
+def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print):
+    """Submit the units that are neither finished nor queued nor held as job arrays (chunked by the
+    cluster's MaxArraySize), then (unless cfg.wait is False) wait with a progress bar. Job ids are
+    kept in OUT/slurm/jobs.json, so a later invocation collects what finished and resubmits only
+    what is missing."""
     if shutil.which("sbatch") is None:
         raise LaunchError("--launcher slurm needs SLURM: sbatch is not on the PATH; use --launcher "
                           "local, or run on a machine of your SLURM cluster")
     import submitit
     folder = Path(out) / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
-    jobs_file = folder / "jobs.json"
-    known = json.loads(jobs_file.read_text()) if jobs_file.exists() else {}
-    executor = submitit.AutoExecutor(folder=folder)
+    executor = submitit.AutoExecutor(folder=folder, slurm_max_num_timeout=cfg.slurm_max_requeues)
     extra = dict(a.split("=", 1) for a in cfg.slurm_args)
+    if cfg.slurm_mem:
+        extra["mem"] = cfg.slurm_mem
     executor.update_parameters(
         name="alternating-freeze", timeout_min=cfg.slurm_time, cpus_per_task=cfg.slurm_cpus_per_task,
         slurm_partition=cfg.slurm_partition, slurm_additional_parameters=extra,
         slurm_setup=[f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        **({"slurm_array_parallelism": cfg.slurm_array_parallelism} if cfg.slurm_array_parallelism else {}),
         **({"slurm_gpus_per_task": cfg.slurm_gpus_per_task} if cfg.slurm_gpus_per_task else {}))
     failed = []
+    chunk = max(1, max_array_size())
     for wave in waves(units):
-        queued = _queued_jobs()
-        waiting = {_unit_id(u): known[_unit_id(u)] for u in wave if known.get(_unit_id(u)) in queued}
-        todo = [u for u in wave if _unit_id(u) not in waiting]
-        if waiting:
-            log(f"{len(waiting)} runs are still queued or running from an earlier submission")
-        if todo:
-            jobs = executor.map_array(SlurmRun(), todo)
-            for u, job in zip(todo, jobs):
-                known[_unit_id(u)] = job.job_id
-            atomic_write(jobs_file, json.dumps(known, indent=1) + "\n")
-            log(f"submitted {len(todo)} runs as SLURM job array {jobs[0].job_id.split('_')[0]} "
-                f"(logs in {folder})")
+        with _Jobs(folder) as jobs:
+            queued = _queued_jobs()
+            waiting = {_unit_id(u) for u in wave if jobs.known.get(_unit_id(u)) in queued}
+            todo = [u for u in wave if _unit_id(u) not in waiting and not held(u) and is_done(u) is None]
+            if waiting:
+                log(f"{len(waiting)} runs are still queued or running from an earlier submission")
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                try:
+                    submitted = executor.map_array(SlurmRun(), part)
+                except Exception as e:
+                    jobs.save()
+                    raise LaunchError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}") from None
+                for u, job in zip(part, submitted):
+                    jobs.known[_unit_id(u)] = job.job_id
+                jobs.save()
+                log(f"submitted {len(part)} runs as SLURM job array {submitted[0].job_id.split('_')[0]} "
+                    f"(logs in {folder})")
+            known = dict(jobs.known)
+        mine = [u for u in wave if _unit_id(u) in known]
+        failed += [(u, HELD) for u in wave if u not in mine and is_done(u) is None]
+        for u in wave:
+            if u not in mine and is_done(u) is not None:
+                on_done(u, is_done(u))
         if not cfg.wait:
             return [(u, "submitted; --no-wait") for u in wave] + \
                 [(u, "waits for the first wave") for w in waves(units)[1:] for u in w if w is not wave]
-        failed += _wait(wave, known, on_done, is_done, folder, cfg.progress)
-        if failed:
+        failed += _wait(mine, known, on_done, is_done, held, folder, cfg.progress)
+        if any(why != HELD for _, why in failed):
             break
     return failed
 
 
-def _wait(wave, known, on_done, is_done, folder, progress):
-    """Poll until every unit of the wave is saved or its job has left the queue."""
-    left = list(wave)
-    failed = []
+GRACE_S = float(os.environ.get("ALTFREEZE_SLURM_GRACE_S", 60))  # NFS: a saved run may show up late
+POLL_MAX_S = 10.0
+
+
+def _wait(wave, known, on_done, is_done, held, folder, progress):
+    """Poll (own jobs only, backing off to every POLL_MAX_S) until every unit of the wave is saved
+    or its job has ended without saving it: sacct says it ended, and GRACE_S passed for the run
+    file to appear. A unit another executor holds is handed back as HELD."""
+    left, failed, gone_since, pause = list(wave), [], {}, 1.0
     with tqdm(total=len(wave), desc="SLURM runs", disable=not progress) as bar:
         while left:
             queued = _queued_jobs()
             for u in list(left):
-                run = is_done(u)
-                job = known[_unit_id(u)]
+                run, job = is_done(u), known[_unit_id(u)]
                 if run is not None:
                     on_done(u, run)
-                elif job not in queued:
+                elif job in queued or _ended_state(job) in ("RUNNING", "PENDING", "REQUEUED", "COMPLETING"):
+                    gone_since.pop(job, None)
+                    continue
+                elif held(u):
+                    failed.append((u, HELD))
+                elif time.time() - gone_since.setdefault(job, time.time()) < GRACE_S:
+                    continue
+                else:
                     failed.append((u, f"SLURM job {job} ended without saving it (see "
                                       f"{folder}/{job}_0_log.err)"))
-                else:
-                    continue
                 left.remove(u)
                 bar.update()
             if left:
-                time.sleep(1.0)
+                time.sleep(pause)
+                pause = min(POLL_MAX_S, pause * 1.5)
     return failed

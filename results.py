@@ -11,11 +11,17 @@ overwritten.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -35,6 +41,72 @@ class ResultsError(Exception):
     """A problem with the --out folder that the user can fix; its message is one line."""
 
 
+HOST = socket.gethostname()
+LEASE_TIMEOUT_S = float(os.environ.get("ALTFREEZE_LEASE_TIMEOUT_S", 900))  # a lease with no heartbeat
+STALE_TMP_S = 24 * 3600  # a temp file of another host older than this belongs to a dead writer
+_TMP = re.compile(r"~(?P<host>[^~]+)~(?P<pid>\d+)~")
+
+
+_REPORTED = set()  # (run file, hash) of foreign runs already reported by this process
+
+
+def warn(msg):
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def settings_hash(settings, defaults=None):
+    """A short hash of the settings that differ from their defaults. Runs and checkpoints carry
+    it, so one made under other settings is never counted or resumed; a setting added to the
+    suite later, left at its default, does not change the hash of older runs."""
+    defaults = defaults or {}
+    diff = {k: v for k, v in settings.items() if v != defaults.get(k)}
+    return hashlib.sha256(json.dumps(_canonical(diff), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def process_alive(pid):
+    """Whether process `pid` of this host still runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def fsync_dir(folder):
+    """Make a rename or a new file in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_stale_tmp(folder):
+    """Delete temp files that a killed writer left in `folder`: those of a dead process of this
+    host, or of another host after STALE_TMP_S. Writers still alive keep theirs."""
+    for f in Path(folder).glob(".*.tmp"):
+        m = _TMP.search(f.name)
+        try:
+            if m and m["host"] == HOST:
+                dead = not process_alive(int(m["pid"]))
+            else:
+                dead = time.time() - f.stat().st_mtime > STALE_TMP_S
+            if dead:
+                f.unlink()
+        except OSError:
+            pass
+
+
 def atomic_write(path, text):
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     _atomic(path, lambda f: f.write(text.encode()))
@@ -51,7 +123,8 @@ _MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide r
 
 def _atomic(path, write):
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # host and pid in the name: clean_stale_tmp can tell a dead writer's file from a live one's
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}~{HOST}~{os.getpid()}~", suffix=".tmp")
     try:
         os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as f:
@@ -62,6 +135,7 @@ def _atomic(path, write):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def save_figure(fig, path):
@@ -127,6 +201,57 @@ def run_filename(strategy, seed):
     return f"{strategy.replace('@', '_at_')}__seed{seed}"
 
 
+class LeaseLost(Exception):
+    """Another executor took this run's lease over (it judged ours stale); stop without saving."""
+
+
+class Lease:
+    """The claim of one executor on one run: a file created with O_EXCL, so only one executor
+    on any host that shares the folder trains the run. The holder touches it at every epoch end
+    (its heartbeat) and removes it once the run is saved."""
+
+    def __init__(self, path, token):
+        self.path, self.token = path, token
+
+    def owned(self):
+        try:
+            return json.loads(self.path.read_text()).get("token") == self.token
+        except (OSError, ValueError):
+            return False
+
+    def beat(self):
+        if not self.owned():
+            raise LeaseLost(f"the lease {self.path.name} was taken over by another executor")
+        os.utime(self.path)
+
+    def release(self):
+        if self.owned():
+            self.path.unlink(missing_ok=True)
+
+
+def _job_id():
+    job = os.environ.get("SLURM_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{task}" if array and task else job
+
+
+def _stale(holder, age):
+    """Why the lease `holder` (its JSON, or None if unreadable) may be taken over, or None."""
+    if holder and holder.get("host") == HOST and not process_alive(holder.get("pid", -1)):
+        return "its process is gone"
+    if holder and holder.get("job") and holder["job"] == _job_id():
+        return "it is this SLURM task's own, from before a requeue"
+    if age > LEASE_TIMEOUT_S:
+        return f"no heartbeat for {age:.0f} s"
+    return None
+
+
+def _holder_text(h):
+    return "unknown holder" if not h else (f"{h.get('host')} pid {h.get('pid')}"
+                                           + (f" (SLURM job {h['job']})" if h.get("job") else ""))
+
+
 class ResultsDir:
     """The folder of one experiment (a sweep's cell); see the module docstring."""
 
@@ -134,10 +259,14 @@ class ResultsDir:
         self.path = Path(out)
         self.runs_dir = self.path / "runs"
         self.checkpoints_dir = self.path / "checkpoints"
+        self.leases_dir = self.path / "leases"
         self.settings = _canonical(settings)
         self.defaults = _canonical(defaults or {})
+        self.hash = settings_hash(self.settings, self.defaults)
         self.previous = {}  # the config.json found in the folder, if any
         _check_writable(self.runs_dir, self.path)
+        for folder in (self.path, self.runs_dir, self.checkpoints_dir):
+            clean_stale_tmp(folder)
         self._read_previous()
         if overwrite:
             self._clear()
@@ -159,6 +288,8 @@ class ResultsDir:
         for f in self.runs_dir.glob("*.json"):
             f.unlink()
         shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
+        shutil.rmtree(self.leases_dir, ignore_errors=True)
+        shutil.rmtree(self.path / "slurm", ignore_errors=True)  # its jobs were cancelled or are gone
         self.previous = {}
 
     def _check_compatible(self):
@@ -180,9 +311,22 @@ class ResultsDir:
     def _load_runs(self):
         runs = {}
         for f in sorted(self.runs_dir.glob("*.json")):
-            run = _read_run(f)
-            runs[run["strategy"], run["seed"]] = run
+            run = self._own(f, _read_run(f))
+            if run is not None:
+                runs[run["strategy"], run["seed"]] = run
         return runs
+
+    def _own(self, path, run):
+        """`run` if it was made under this folder's settings (runs saved before runs carried a
+        hash are the folder's: config.json already vouches for them); else None, said once."""
+        h = run.get("settings_hash")
+        if h is None or h == self.hash:
+            return run
+        if (str(path), h) not in _REPORTED:
+            _REPORTED.add((str(path), h))
+            warn(f"{path} was made with other settings (hash {h}, this folder's is {self.hash}); "
+                 f"it is not counted, and its run is trained again")
+        return None
 
     def refresh(self):
         """Re-read runs/ (other processes may have saved runs since)."""
@@ -193,7 +337,9 @@ class ResultsDir:
         """The run if another process has saved it by now, reading only its own file."""
         f = self.runs_dir / f"{run_filename(strategy, seed)}.json"
         if (strategy, seed) not in self.runs and f.exists():
-            self.runs[strategy, seed] = _read_run(f)
+            run = self._own(f, _read_run(f))
+            if run is not None:
+                self.runs[strategy, seed] = run
         return self.runs.get((strategy, seed))
 
     # --- writing ----------------------------------------------------------------
@@ -214,9 +360,21 @@ class ResultsDir:
     def done(self, strategy, seed):
         return self.runs.get((strategy, seed))
 
+    def _check_still_ours(self, what):
+        """Refuse to write `what` if the folder now holds other settings (an --overwrite with
+        other settings while this run trained)."""
+        try:
+            now = json.loads((self.path / "config.json").read_text())["settings"]
+        except (OSError, ValueError, KeyError):
+            now = None
+        if now is None or settings_hash(now, self.defaults) != self.hash:
+            raise ResultsError(f"not saving {what} in {self.path}: the folder was reset or now holds "
+                               f"runs of other settings since this run started")
+
     def save_run(self, run):
-        """Persist one finished run, then drop its checkpoint."""
-        run = {"suite": MARK, **run}
+        """Persist one finished run, stamped with the settings hash, then drop its checkpoint."""
+        run = {"suite": MARK, "settings_hash": self.hash, **run}
+        self._check_still_ours(f"{run['strategy']} seed {run['seed']}")
         atomic_write(self.runs_dir / f"{run_filename(run['strategy'], run['seed'])}.json",
                      json.dumps(run) + "\n")
         self.runs[(run["strategy"], run["seed"])] = run
@@ -242,17 +400,93 @@ class ResultsDir:
 
     def save_checkpoint(self, strategy, seed, snapshot):
         self.checkpoints_dir.mkdir(exist_ok=True)
-        _atomic(self.checkpoint_path(strategy, seed), lambda f: torch.save(snapshot, f))
+        blob = {"settings_hash": self.hash, **snapshot}
+        _atomic(self.checkpoint_path(strategy, seed), lambda f: torch.save(blob, f))
 
-    def load_checkpoint(self, strategy, seed):
-        """The last epoch-end snapshot of an unfinished run, or None."""
+    def load_checkpoint(self, strategy, seed, log=warn):
+        """The last epoch-end snapshot of an unfinished run, or None. Loaded to the CPU (the
+        training loop moves it to the run's device). A checkpoint that cannot be read, or that
+        was made under other settings, is renamed aside and the run starts from epoch 0."""
         path = self.checkpoint_path(strategy, seed)
         if not path.exists():
             return None
         try:
-            return torch.load(path, weights_only=False)
-        except Exception:
-            raise ResultsError(f"{path} is corrupt; delete it to restart that run from epoch 0") from None
+            blob = torch.load(path, map_location="cpu", weights_only=False)
+            ok = isinstance(blob, dict) and {"model", "history", "at"} <= set(blob)
+            why = None if ok else "it is not a checkpoint of this suite"
+        except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+                ModuleNotFoundError, __import__("pickle").UnpicklingError) as e:
+            if isinstance(e, (ModuleNotFoundError, AttributeError)):  # a missing class, not bad bytes
+                raise ResultsError(f"{path} cannot be loaded here ({type(e).__name__}: {e}); "
+                                   f"use the suite's and torch's versions that wrote it") from None
+            blob, why = None, f"it is corrupt or truncated ({type(e).__name__})"
+        if why is None and blob.get("settings_hash", self.hash) != self.hash:
+            why = f"it was made with other settings (hash {blob['settings_hash']})"
+        if why is None:
+            blob.pop("settings_hash", None)
+            return blob
+        aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        path.rename(aside)
+        log(f"{path}: {why}; moved aside to {aside.name}, and {strategy} seed {seed} restarts from epoch 0")
+        return None
+
+    # --- leases: which executor trains which run ------------------------------------------
+    def lease_path(self, strategy, seed):
+        return self.leases_dir / f"{run_filename(strategy, seed)}.lease"
+
+    def holder(self, strategy, seed):
+        """The live holder's lease (a dict) of a run, or None if it is free or its lease is stale."""
+        path = self.lease_path(strategy, seed)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        h = _read_lease(path)
+        return None if _stale(h, age) else (h or {})
+
+    def claim(self, strategy, seed, log=print):
+        """A Lease on the run for this process, or None while another live executor holds it.
+        A stale lease (dead process on this host, or no heartbeat for LEASE_TIMEOUT_S) is taken
+        over, and the takeover is logged with the old holder."""
+        self.leases_dir.mkdir(exist_ok=True)
+        path = self.lease_path(strategy, seed)
+        token = uuid.uuid4().hex
+        blob = json.dumps({"host": HOST, "pid": os.getpid(), "job": _job_id(), "time": time.time(),
+                           "token": token, "settings_hash": self.hash})
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _MODE)
+            except FileExistsError:
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                old = _read_lease(path)
+                why = _stale(old, age)
+                if why is None:
+                    return None
+                aside = path.with_name(f".{path.name}~{HOST}~{os.getpid()}~{token}.stale")
+                try:
+                    os.rename(path, aside)  # atomic: of several takers, one wins
+                except FileNotFoundError:
+                    continue
+                aside.unlink(missing_ok=True)
+                log(f"took over {strategy} seed {seed} from {_holder_text(old)}: {why}")
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            fsync_dir(self.leases_dir)
+            return Lease(path, token)
+        return None
+
+
+def _read_lease(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # being written, or gone: the file's age decides
 
 
 class SweepDir:
@@ -283,6 +517,7 @@ class SweepDir:
                                f"choose another --out")
         for _, cell in self.cells():
             shutil.rmtree(cell)
+        shutil.rmtree(self.path / "slurm", ignore_errors=True)  # its jobs were cancelled or are gone
         for name in SWEEP_FILES:
             (self.path / name).unlink(missing_ok=True)
 
@@ -316,6 +551,7 @@ class SweepDir:
                 stored = json.loads(cfg.read_text())
                 values = {k: stored["settings"][k] for k in self.keys}
             except Exception:
+                warn(f"{cfg} cannot be read as a cell of this sweep; that cell is left out of the map")
                 continue
             out.append((values, cfg.parent))
         return out

@@ -6,6 +6,7 @@ folder through results.py. A run whose checkpoint is there resumes from it, bit 
 """
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import torchvision
 from config import DEFAULT_KEY, Config, train_options
 from data import TensorLoader, load_dataset
 from models import FreezableMLP
-from results import ResultsDir
+from results import LeaseLost, ResultsDir
 from training_loop import pick_device, train
 
 
@@ -72,22 +73,39 @@ def _budget(cfg, name, seed, store):
     """max_flops / max_seconds for a matched-budget standard run, from its reference run."""
     if "@" not in name:
         return {}
-    ref = store.done(cfg.match_to, seed)["history"]
+    ref = store.saved(cfg.match_to, seed)["history"]
     if cfg.match_budget == "flops":
         return {"max_flops": sum(ref["train_flops"])}
     return {"max_seconds": sum(ref["epoch_time_s"])}
 
 
 def execute(unit, device=None, log=print, progress=False):
-    """Run `unit` (or resume it from its checkpoint) and save it; return the run.
-    A run already saved is returned as it is."""
+    """Run `unit` (or resume it from its checkpoint) and save it; return the run. A run already
+    saved is returned as it is; one that another live executor holds (its lease) gives None.
+    The lease is refreshed at every epoch end and released when the run ends either way."""
     cfg, name, seed = unit.cfg, unit.strategy, unit.seed
     device = pick_device(device or cfg.device)
     store = open_cell(cfg)
-    if store.done(name, seed):
-        return store.done(name, seed)
+    if store.saved(name, seed):
+        return store.saved(name, seed)
+    lease = store.claim(name, seed, log)
+    if lease is None:
+        return None
+    try:
+        if store.saved(name, seed):  # the previous holder saved it just before we claimed it
+            return store.saved(name, seed)
+        return _train_and_save(unit, device, store, lease, log, progress)
+    except LeaseLost as e:
+        log(f"{unit.label}: {e}; stopped without saving")
+        return None
+    finally:
+        lease.release()
+
+
+def _train_and_save(unit, device, store, lease, log, progress):
+    cfg, name, seed = unit.cfg, unit.strategy, unit.seed
     data = dataset_for(cfg, device)
-    snapshot = store.load_checkpoint(name, seed)
+    snapshot = store.load_checkpoint(name, seed, log=log)
     if snapshot is not None:
         log(f"resumed {name} seed {seed} from epoch {len(snapshot['history']['epoch'])}")
     torch.manual_seed(seed)  # same initial weights and dropout stream for every strategy
@@ -98,12 +116,18 @@ def execute(unit, device=None, log=print, progress=False):
     test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
     val_loader = (TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size)
                   if data.x_val is not None else None)
+
+    def checkpoint(snapshot):
+        lease.beat()  # raises LeaseLost if another executor took the run over
+        store.save_checkpoint(name, seed, snapshot)
+
     history = train(model, train_loader, test_loader, device=device, val_loader=val_loader,
-                    resume=snapshot, on_epoch_end=lambda s: store.save_checkpoint(name, seed, s),
-                    progress=progress, desc=unit.label, **train_options(name, cfg),
-                    **_budget(cfg, name, seed, store))
+                    resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label,
+                    **train_options(name, cfg), **_budget(cfg, name, seed, store))
+    lease.beat()
     run = {"strategy": name, "seed": seed, "history": history,
-           "environment": {"device": str(device), "threads": torch.get_num_threads()}}
+           "environment": {"device": str(device), "threads": torch.get_num_threads(),
+                           "host": platform.node(), "pid": os.getpid()}}
     store.save_run(run)
     return run
 

@@ -180,20 +180,28 @@ class _Optimizers:
             opt.load_state_dict(state)
 
 
-def rng_state():
-    """Every random number generator a run draws from (dropout uses torch's global one)."""
+def rng_state(device="cpu"):
+    """Every random number generator a run draws from (dropout uses torch's global one and, on
+    a GPU, that GPU's own): only the run's device, so that a run resumes on any GPU, or on a
+    node with fewer GPUs, with the same dropout stream."""
+    device = torch.device(device)
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["device"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["device"] = torch.mps.get_rng_state()
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state, device="cpu"):
+    device = torch.device(device)
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "device" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["device"], device)
+    elif "device" in state and device.type == "mps":
+        torch.mps.set_rng_state(state["device"])
 
 
 def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
@@ -231,7 +239,7 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
         model.load_state_dict(resume["model"])
         opts.load_state_dict(resume["optimizers"])
         train_loader.load_state_dict(resume["loader"])
-        set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"], device)
         at, history = dict(resume["at"]), {k: list(resume["history"][k]) for k in HISTORY_KEYS}
     trainable = BOTH if at["phase"] is None else schedule.trainable(at["phase"])
     model.set_trainable(trainable, freeze_bn_stats)
@@ -294,7 +302,7 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
             break
         if on_epoch_end is not None:
             on_epoch_end({"model": model.state_dict(), "optimizers": opts.state_dict(),
-                          "loader": train_loader.state_dict(), "rng": rng_state(), "at": dict(at),
+                          "loader": train_loader.state_dict(), "rng": rng_state(device), "at": dict(at),
                           "history": history})
     model.set_trainable(BOTH)
     return history

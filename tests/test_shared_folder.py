@@ -1,0 +1,218 @@
+"""One results folder, many processes: leases, settings-stamped runs and checkpoints, resume
+anywhere, honest summaries. Each test runs real processes on a real folder."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import experiments
+from conftest import ROOT, run_cli
+from results import ResultsDir, settings_hash
+
+BASE = ["--dataset", "synthetic", "--train-size", "1024", "--test-size", "256", "--batch-size", "64",
+        "--no-progress", "--threads", "1"]
+EIGHT = BASE + ["--epochs", "3", "--seeds", "4", "--strategies", "standard,alternating-batch"]
+TIMING = {"epoch_time_s", "eval_time_s"}
+
+
+def _metrics(out):
+    with open(out / "metrics.csv") as f:
+        return sorted(tuple((k, v) for k, v in r.items() if k not in TIMING) for r in csv.DictReader(f))
+
+
+def _start(args, out):
+    return subprocess.Popen([sys.executable, "experiments.py", *args, "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _leftovers(out):
+    return [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.suffix == ".lease"]
+
+
+@pytest.mark.slow
+def test_two_invocations_at_once_train_every_run_once(tmp_path):
+    shared, single = tmp_path / "shared", tmp_path / "single"
+    procs = [_start(EIGHT, shared) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "INCOMPLETE" not in out and "alternating-batch  4/4" in out.replace("  ", "  ")
+    runs = [json.loads(f.read_text()) for f in (shared / "runs").glob("*.json")]
+    assert len(runs) == 8
+    pids = {r["environment"]["pid"] for r in runs}
+    assert pids <= {p.pid for p in procs}
+    summary = json.loads((shared / "summary.json").read_text())
+    assert summary["complete"] and summary["runs_saved"] == summary["runs_planned"] == 8
+    # each run was trained once: a second training would log a takeover or a resume
+    logs = "".join(o + e for o, e in outs)
+    takeovers = logs.count("took over")
+    assert logs.count("resumed ") <= takeovers
+    assert _leftovers(shared) == []
+    assert experiments.main(EIGHT + ["--out", str(single)]) == 0
+    assert _metrics(shared) == _metrics(single)
+
+
+def test_a_live_lease_is_waited_for_and_a_dead_ones_taken_over(tmp_path, capsys):
+    args = BASE + ["--epochs", "1", "--seeds", "1", "--strategies", "standard", "--out", str(tmp_path)]
+    cfg = experiments.parse_args(args)
+    store = experiments.open_cell(cfg)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store.leases_dir.mkdir(exist_ok=True)
+        lease = store.lease_path("standard", 0)
+        import socket
+        lease.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "token": "x"}))
+        assert store.holder("standard", 0) is not None and store.claim("standard", 0) is None
+        sleeper.kill()
+        sleeper.wait()
+        assert store.holder("standard", 0) is None  # its process is gone
+        code, out, err = run_cli(args, capsys)
+        assert code == 0
+        assert f"took over standard seed 0 from {socket.gethostname()} pid {sleeper.pid}" in out
+        assert not lease.exists()
+    finally:
+        sleeper.kill()
+
+
+def test_a_silent_lease_of_another_host_goes_stale(tmp_path):
+    store = ResultsDir(tmp_path, {"epochs": 1})
+    store.leases_dir.mkdir()
+    lease = store.lease_path("standard", 0)
+    lease.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "x"}))
+    assert store.holder("standard", 0) is not None  # another host: only its heartbeat tells
+    old = time.time() - 10_000
+    os.utime(lease, (old, old))
+    assert store.holder("standard", 0) is None
+    assert store.claim("standard", 0, log=lambda m: None) is not None
+
+
+def test_a_lost_lease_stops_the_run_without_saving(tmp_path):
+    store = ResultsDir(tmp_path, {"epochs": 1})
+    mine = store.claim("standard", 0)
+    store.lease_path("standard", 0).write_text(json.dumps({"token": "someone else"}))
+    from results import LeaseLost
+    with pytest.raises(LeaseLost):
+        mine.beat()
+    mine.release()
+    assert store.lease_path("standard", 0).exists()  # not ours to remove
+
+
+def test_a_foreign_run_file_is_refused_and_trained_again(tmp_path, capsys):
+    args = BASE + ["--epochs", "1", "--seeds", "1", "--strategies", "standard", "--out", str(tmp_path)]
+    assert run_cli(args, capsys)[0] == 0
+    f = tmp_path / "runs" / "standard__seed0.json"
+    run = json.loads(f.read_text())
+    own = run["settings_hash"]
+    assert own == ResultsDir(tmp_path, experiments.parse_args(args).result_key(),
+                             defaults=experiments.DEFAULT_KEY).hash
+    run["settings_hash"] = settings_hash({"lr": 0.1})
+    run["history"]["test_acc"] = [99.0]  # what a stale job of other settings might have saved
+    f.write_text(json.dumps(run))
+    code, out, err = run_cli(args, capsys)
+    assert code == 0 and "made with other settings" in err and err.count("\n") == 1
+    assert json.loads(f.read_text())["settings_hash"] == own  # trained again, under its own settings
+    assert "99.00" not in out
+
+
+def test_a_run_is_not_saved_into_a_folder_reset_under_it(tmp_path):
+    store = ResultsDir(tmp_path, {"epochs": 1})
+    store.write_config({}, {})
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"suite": "alternating-freeze-results/1", "settings": {"epochs": 2}}))
+    from results import ResultsError
+    with pytest.raises(ResultsError, match="reset or now holds runs of other settings"):
+        store.save_run({"strategy": "standard", "seed": 0, "history": {}})
+
+
+def test_a_truncated_checkpoint_restarts_its_run_with_a_warning(tmp_path, capsys):
+    args = BASE + ["--epochs", "2", "--seeds", "1", "--strategies", "standard", "--out", str(tmp_path)]
+    store = experiments.open_cell(experiments.parse_args(args))
+    store.checkpoints_dir.mkdir()
+    store.checkpoint_path("standard", 0).write_bytes(b"PK\x03\x04 truncated")
+    code, out, err = run_cli(args, capsys)
+    assert code == 0
+    assert "corrupt or truncated" in out and "restarts from epoch 0" in out
+    assert len(json.loads((tmp_path / "runs" / "standard__seed0.json").read_text())["history"]["epoch"]) == 2
+    assert list(tmp_path.glob("checkpoints/*.bad-*"))  # kept aside, not deleted
+
+
+def test_checkpoints_load_to_the_cpu_and_store_only_the_runs_own_device_rng(tmp_path, monkeypatch):
+    from training_loop import rng_state
+    assert set(rng_state("cpu")) == {"torch", "python", "numpy"}
+    store = ResultsDir(tmp_path, {"epochs": 1})
+    store.save_checkpoint("standard", 0, {"model": {}, "history": {"epoch": [1]}, "at": {}})
+    seen = {}
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    assert store.load_checkpoint("standard", 0)["history"] == {"epoch": [1]}
+    assert seen["map_location"] == "cpu"
+
+
+def test_temp_files_of_dead_writers_are_cleaned_on_open(tmp_path):
+    import socket
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "runs").mkdir()
+    stale = tmp_path / "runs" / f".x.json~{socket.gethostname()}~{dead.pid}~abc.tmp"
+    live = tmp_path / "runs" / f".y.json~{socket.gethostname()}~{os.getpid()}~abc.tmp"
+    stale.write_text("half")
+    live.write_text("being written")
+    ResultsDir(tmp_path, {"epochs": 1})
+    assert not stale.exists() and live.exists()
+
+
+def test_an_unfinished_set_says_so(tmp_path, capsys):
+    args = BASE + ["--epochs", "1", "--seeds", "1", "--strategies", "standard", "--out", str(tmp_path)]
+    assert run_cli(args, capsys)[0] == 0
+    cfg = experiments.parse_args(args[:-2] + ["--seeds", "2", "--out", str(tmp_path)])
+    store = experiments.open_cell(cfg)
+    _, summary = experiments.summarise_cell(cfg, store, "synthetic")
+    assert (summary["complete"], summary["runs_saved"], summary["runs_planned"]) == (False, 1, 2)
+    assert json.loads((tmp_path / "summary.json").read_text())["complete"] is False
+    assert experiments._completeness(summary).startswith("INCOMPLETE: 1 of 2 planned runs")
+
+
+# --- beside SLURM (the real single-node cluster of tests/slurm_cluster.sh) ----------------------
+def _slurm(args, out, *extra, timeout=300):
+    return subprocess.run([sys.executable, "experiments.py", *args, "--launcher", "slurm", "--out", str(out),
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_local_invocation_beside_a_no_wait_slurm_sweep_trains_nothing_twice(slurm, tmp_path):
+    args = BASE + ["--epochs", "2", "--seeds", "2", "--strategies", "standard,alternating-batch"]
+    out = tmp_path / "out"
+    p = _slurm(args, out, "--no-wait")
+    assert p.returncode == 0 and "submitted 4 runs" in p.stdout, p.stdout + p.stderr
+    local = _start(args, out)
+    stdout, stderr = local.communicate(timeout=600)
+    assert local.returncode == 0, stderr
+    assert "waiting for 4 runs" in stdout and "INCOMPLETE" not in stdout and "took over" not in stdout
+    runs = [json.loads(f.read_text()) for f in (out / "runs").glob("*.json")]
+    assert len(runs) == 4 and all(r["environment"]["pid"] != local.pid for r in runs)  # all by SLURM
+    collect = _slurm(args, out)
+    assert collect.returncode == 0 and "submitted" not in collect.stdout
+    assert json.loads((out / "summary.json").read_text())["complete"]
+
+
+@pytest.mark.slow
+def test_overwrite_with_live_slurm_jobs_is_refused_in_one_line(slurm, tmp_path):
+    args = BASE + ["--train-size", "6000", "--epochs", "50", "--seeds", "1", "--strategies", "standard"]
+    out = tmp_path / "out"
+    assert _slurm(args, out, "--no-wait").returncode == 0
+    job = next(iter(json.loads((out / "slurm" / "jobs.json").read_text()).values()))
+    try:
+        p = _slurm(args, out, "--overwrite", "--no-wait")
+        assert p.returncode == 2 and p.stderr.count("\n") == 1
+        assert f"SLURM jobs still queued or running ({job})" in p.stderr and "--cancel" in p.stderr
+        p = _slurm(args + ["--epochs", "1"], out, "--overwrite", "--cancel")
+        assert p.returncode == 0, p.stderr
+        assert "cancelled 1 SLURM jobs" in p.stdout
+        assert json.loads((out / "summary.json").read_text())["complete"]
+    finally:
+        subprocess.run(["scancel", job.split("_")[0]], capture_output=True)
