@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, Config, ConfigError, check_config,
                     default_out, expand_strategies)
 from data import DATASETS, DataError
-from launchers import HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm
+from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
+                       unit_id)
 from plots import plot_comparison, plot_sweep
 from results import ResultsError, SweepDir
 from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
@@ -85,7 +86,7 @@ def launch(units, cfg, stores, log, poll_s=1.0):
         while pending:
             slurm_held = {} if cfg.launcher == "slurm" else live_jobs(cfg.out)
             held = {id(u) for u in pending if stores[u.cfg.out].holder(u.strategy, u.seed) is not None
-                    or _unit_key(u) in slurm_held}
+                    or unit_id(u) in slurm_held}
             ready = _ready(pending, held, stores)
             result = _execute(ready, cfg, stores, on_done, say, lambda u: id(u) in held or
                               stores[u.cfg.out].holder(u.strategy, u.seed) is not None) if ready else []
@@ -113,10 +114,6 @@ def launch(units, cfg, stores, log, poll_s=1.0):
         return failed
     finally:
         bar.close()
-
-
-def _unit_key(unit):
-    return f"{unit.cfg.out}::{unit.strategy}::{unit.seed}"
 
 
 def _ready(pending, held, stores):

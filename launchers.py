@@ -196,7 +196,7 @@ class SlurmRun(Checkpointable):
         return {"strategy": run["strategy"], "seed": run["seed"]}
 
 
-def _unit_id(unit):
+def unit_id(unit):
     return f"{unit.cfg.out}::{unit.strategy}::{unit.seed}"
 
 
@@ -291,8 +291,8 @@ def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print
     for wave in waves(units):
         with _Jobs(folder) as jobs:
             queued = _queued_jobs()
-            waiting = {_unit_id(u) for u in wave if jobs.known.get(_unit_id(u)) in queued}
-            todo = [u for u in wave if _unit_id(u) not in waiting and not held(u) and is_done(u) is None]
+            waiting = {unit_id(u) for u in wave if jobs.known.get(unit_id(u)) in queued}
+            todo = [u for u in wave if unit_id(u) not in waiting and not held(u) and is_done(u) is None]
             if waiting:
                 log(f"{len(waiting)} runs are still queued or running from an earlier submission")
             for start in range(0, len(todo), chunk):
@@ -303,12 +303,12 @@ def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print
                     jobs.save()
                     raise LaunchError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}") from None
                 for u, job in zip(part, submitted):
-                    jobs.known[_unit_id(u)] = job.job_id
+                    jobs.known[unit_id(u)] = job.job_id
                 jobs.save()
                 log(f"submitted {len(part)} runs as SLURM job array {submitted[0].job_id.split('_')[0]} "
                     f"(logs in {folder})")
             known = dict(jobs.known)
-        mine = [u for u in wave if _unit_id(u) in known]
+        mine = [u for u in wave if unit_id(u) in known]
         failed += [(u, HELD) for u in wave if u not in mine and is_done(u) is None]
         for u in wave:
             if u not in mine and is_done(u) is not None:
@@ -335,7 +335,7 @@ def _wait(wave, known, on_done, is_done, held, folder, progress):
         while left:
             queued = _queued_jobs()
             for u in list(left):
-                run, job = is_done(u), known[_unit_id(u)]
+                run, job = is_done(u), known[unit_id(u)]
                 if run is not None:
                     on_done(u, run)
                 elif job in queued or _ended_state(job) in ("RUNNING", "PENDING", "REQUEUED", "COMPLETING"):
