@@ -12,7 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from data import DATASETS
-from training_loop import PRECISIONS, STANDARD, Schedule, alternating
+from training_loop import (LR_SCHEDULES, PRECISIONS, STANDARD, CyclicBlocks, FreezeOut, LayerFreezing,
+                           LayerOut, Schedule, alternating)
 
 CORE = ("standard", "alternating-epoch", "alternating-batch")
 
@@ -30,7 +31,10 @@ class Config:
     batch_size: int = 128
     lr: float = 1e-3
     optimizer: str = "adam"
-    seeds: int = 3                     # seeds 0..seeds-1, paired across strategies
+    weight_decay: float = 0.0          # adam: L2 added to the gradient; adamw: decoupled
+    lr_schedule: str = "constant"      # constant | cosine | linear (to 0 at the run's last step)
+    warmup_epochs: int = 0             # linear warmup before the schedule
+    seeds: int | tuple = 3             # N: seeds 0..N-1; or a tuple of seed numbers. Paired across strategies
     strategies: tuple = CORE
     switch_every: int = 10             # K for alternating-k (batches)
     lr_first: float | None = None      # gan-style: first half's lr (default: lr)
@@ -39,6 +43,9 @@ class Config:
     match_budget: str = "epochs"       # epochs | flops | time: extra standard run on the budget of...
     match_to: str = "alternating-batch"  # ...this strategy's run with the same seed
     target_frac: float = 0.95          # epochs-to-target: this fraction of standard's mean final acc
+    metric: str = "final"              # final | early-stopped: what tables and the tuned comparison report
+    tune: tuple = ()                   # grid keys each strategy tunes on validation (default: lr if gridded)
+    confirm_seeds: int = 0             # after tuning: run each choice on this many fresh seeds
     # model
     depth: int = 2                     # hidden blocks
     split: int | None = None           # blocks in the first half (default: depth // 2, at least 1)
@@ -75,7 +82,8 @@ class Config:
         if not self.dry_run:
             return self
         val = self.batch_size if self.val_size else 0
-        return Config(**{**asdict(self), "epochs": 1, "seeds": 1, "val_size": val,
+        return Config(**{**asdict(self), "epochs": 1, "seeds": (seed_list(self.seeds)[0],), "val_size": val,
+                         "confirm_seeds": min(self.confirm_seeds, 1),
                          "train_size": 4 * self.batch_size + val, "test_size": 2 * self.batch_size})
 
     @property
@@ -93,7 +101,7 @@ class Config:
 NOT_IN_KEY = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir", "grid",
               "launcher", "workers", "threads", "slurm_partition", "slurm_time", "slurm_cpus_per_task",
               "slurm_gpus_per_task", "slurm_args", "wait", "slurm_mem", "slurm_array_parallelism",
-              "slurm_max_requeues", "cancel"}
+              "slurm_max_requeues", "cancel", "metric", "tune", "confirm_seeds"}
 # settings a --grid may vary: those that change results, less the ones about running
 GRID_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_IN_KEY
                   and f.name not in {"dry_run", "device", "compile", "eval_batch_size", "target_frac",
@@ -125,6 +133,38 @@ def positive_float(text):
     if v is None or not math.isfinite(v) or v <= 0:
         raise ValueError(f"must be a positive finite number, got {text!r}")
     return v
+
+
+def nonnegative_float(text):
+    v = _number(float, text)
+    if v is None or not math.isfinite(v) or v < 0:
+        raise ValueError(f"must be a finite number of at least 0, got {text!r}")
+    return v
+
+
+def seed_spec(text):
+    """'3' -> 3 (seeds 0-2); '5-9' -> (5, 6, 7, 8, 9); '0,3,7' -> (0, 3, 7). Tuples pass through."""
+    if isinstance(text, (tuple, list)):
+        seeds = tuple(nonnegative_int(s) for s in text)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"must list distinct seeds, got {text!r}")
+        return seeds
+    t = str(text).strip()
+    if "," in t or "-" in t:
+        seeds = []
+        for part in (p.strip() for p in t.split(",") if p.strip()):
+            lo, sep, hi = part.partition("-")
+            a, b = _number(int, lo), _number(int, hi) if sep else _number(int, lo)
+            if a is None or b is None or a < 0 or b < a:
+                raise ValueError(f"must be N (seeds 0..N-1), a range A-B or a list A,B,C; got {text!r}")
+            seeds += range(a, b + 1)
+        return seed_spec(tuple(seeds))
+    return positive_int(t)
+
+
+def seed_list(seeds):
+    """The seed numbers a Config.seeds value names."""
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def probability(text):
@@ -169,7 +209,10 @@ PARSERS = {
     "lr_second": positive_float, "freeze_bn_stats": boolean,
     "match_budget": choice("epochs", "flops", "time"), "target_frac": positive_float,
     "depth": positive_int, "split": positive_int, "hidden_size": positive_int, "dropout": probability,
-    "precision": choice(*PRECISIONS), "eval_batch_size": positive_int, "seeds": positive_int,
+    "precision": choice(*PRECISIONS), "eval_batch_size": positive_int, "seeds": seed_spec,
+    "weight_decay": nonnegative_float, "lr_schedule": choice(*LR_SCHEDULES),
+    "warmup_epochs": nonnegative_int, "metric": choice("final", "early-stopped"),
+    "confirm_seeds": nonnegative_int,
     "workers": positive_int, "threads": positive_int, "slurm_time": positive_int,
     "slurm_cpus_per_task": positive_int, "slurm_gpus_per_task": nonnegative_int,
     "launcher": choice("local", "slurm"), "slurm_array_parallelism": positive_int,
@@ -201,6 +244,8 @@ def check_config(cfg):
                               f"{', '.join(STRATEGIES)}, or alternating-K for a number K")
     if not cfg.strategies:
         raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"--warmup-epochs ({cfg.warmup_epochs}) must be fewer than --epochs ({cfg.epochs})")
     check_device(cfg.device, cfg.precision)
 
 
@@ -244,7 +289,7 @@ def short_value(v):
 @dataclass(frozen=True)
 class Strategy:
     """How one named strategy trains: a schedule plus optimizer options."""
-    schedule: Schedule = STANDARD
+    schedule: object = STANDARD          # a training_loop schedule: Schedule, FreezeOut, ...
     reset_optimizer: bool = False        # re-create Adam at every phase change
     separate_optimizers: bool = False    # one optimizer per half (GAN style)
     two_timescale: bool = False          # per-half learning rates from lr_first / lr_second
@@ -271,6 +316,17 @@ STRATEGIES = {
                                           description="frozen half's BN stats fixed"),
     "gan-style": Strategy(alternating(1, "batch"), separate_optimizers=True, two_timescale=True,
                           description="one Adam per half, per-half lr"),
+    # published freezing methods, adapted to this MLP and to Adam (see ARCHITECTURE.md)
+    "freezeout": Strategy(FreezeOut(), description="blocks stop in turn, each lr cosine to 0 (Brock 2017)"),
+    "layer-freezing": Strategy(LayerFreezing(), description="first blocks freeze late in training (Composer)"),
+    "cyclic-blocks": Strategy(CyclicBlocks(), description="one unit at a time, ascending (BAdam)"),
+    "cyclic-blocks-descending": Strategy(CyclicBlocks(order="descending"),
+                                         description="one unit at a time, descending (BAdam)"),
+    "cyclic-blocks-random": Strategy(CyclicBlocks(order="random"),
+                                     description="one unit at a time, random order per round (BAdam)"),
+    "cyclic-blocks-reset": Strategy(CyclicBlocks(), reset_optimizer=True,
+                                    description="cyclic blocks, Adam state cleared at each switch (BAdam)"),
+    "layerout": Strategy(LayerOut(), description="blocks freeze at random each epoch (Goutam 2020)"),
 }
 _ALTERNATING_K = re.compile(r"alternating-(\d+)$")
 
@@ -280,7 +336,29 @@ def known_strategy(name):
 
 
 def _matched_budget(name):
-    return name.startswith("standard@") and name[len("standard@"):] in ("flops", "time")
+    kind, _, ref = name.partition("=")
+    return kind in ("standard@flops", "standard@time") and (not ref or known_strategy(ref))
+
+
+def budget_kind(name):
+    """'flops' or 'time' for a matched-budget run name, else None."""
+    return name.partition("=")[0].partition("@")[2] or None if name.startswith("standard@") else None
+
+
+def matched_name(budget, reference, cfg):
+    """The matched-budget standard run for `reference`: standard@flops when --match-to names one
+    strategy (the name older folders use), standard@flops=<reference> when it names several."""
+    return f"standard@{budget}" if len(match_targets(cfg)) == 1 else f"standard@{budget}={reference}"
+
+
+def matched_reference(name, cfg):
+    """The strategy whose budget matched-budget run `name` gets."""
+    return name.partition("=")[2] or match_targets(cfg)[0]
+
+
+def match_targets(cfg):
+    """--match-to as a list of strategy names."""
+    return [s.strip() for s in cfg.match_to.split(",") if s.strip()]
 
 
 def strategy(name, cfg):
@@ -300,7 +378,8 @@ def train_options(name, cfg):
     s = strategy(name, cfg)
     lrs = (cfg.lr_first or cfg.lr, cfg.lr_second or 4 * cfg.lr) if s.two_timescale else None
     return dict(schedule=s.schedule, num_epochs=cfg.epochs, learning_rate=cfg.lr,
-                optimizer=cfg.optimizer, precision=cfg.precision, group_lrs=lrs,
+                optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule,
+                warmup_epochs=cfg.warmup_epochs, precision=cfg.precision, group_lrs=lrs,
                 separate_optimizers=s.separate_optimizers, reset_optimizer=s.reset_optimizer,
                 freeze_bn_stats=cfg.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats)
 

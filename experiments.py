@@ -18,7 +18,8 @@ from dataclasses import asdict, replace
 from tqdm.auto import tqdm
 
 from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, Config, ConfigError, check_config,
-                    default_out, expand_strategies)
+                    default_out, expand_strategies, match_targets, matched_name, matched_reference,
+                    seed_list)
 from data import DATASETS, DataError
 from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
                        unit_id)
@@ -33,15 +34,14 @@ from training_loop import pick_device
 def run_plan(cfg):
     """(strategy, seed) pairs in order: seed-major, so an interrupted sweep leaves whole seeds.
     A matched-budget standard run follows the run it is matched to."""
-    names = list(cfg.strategies)
-    if cfg.match_budget != "epochs" and cfg.match_to not in names:
-        names.append(cfg.match_to)
+    names, targets = list(cfg.strategies), match_targets(cfg) if cfg.match_budget != "epochs" else []
+    names += [t for t in targets if t not in names]
     plan = []
-    for seed in range(cfg.seeds):
+    for seed in seed_list(cfg.seeds):
         for name in names:
             plan.append((name, seed))
-            if name == cfg.match_to and cfg.match_budget != "epochs":
-                plan.append((f"standard@{cfg.match_budget}", seed))
+            if name in targets:
+                plan.append((matched_name(cfg.match_budget, name, cfg), seed))
     return plan
 
 
@@ -60,7 +60,7 @@ def prepare_cell(cfg, overwrite=False, cell=None):
 
 def units_of(cfg, store):
     """The cell's planned runs that are not saved yet, as units."""
-    return [Unit(cfg, name, seed, after=(cfg.match_to, seed) if "@" in name else None)
+    return [Unit(cfg, name, seed, after=(matched_reference(name, cfg), seed) if "@" in name else None)
             for name, seed in run_plan(cfg) if not store.done(name, seed)]
 
 
@@ -231,8 +231,13 @@ def _plural(n, word):
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-def _seed_range(n):
-    return "seed 0" if n == 1 else f"seeds 0-{n - 1}"
+def _seed_range(seeds):
+    seeds = seed_list(seeds)
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ",".join(map(str, seeds))
 
 
 class Unfinished(Exception):
@@ -278,7 +283,7 @@ def run_sweep(cfg: Config, log=print):
     sweep.write_summary(summary)
     run_cfg = cfg.effective()
     shared = ", ".join(v for k, v in (("epochs", _plural(run_cfg.epochs, "epoch")),
-                                      ("seeds", _plural(run_cfg.seeds, "seed")),
+                                      ("seeds", _plural(len(seed_list(run_cfg.seeds)), "seed")),
                                       ("precision", cfg.precision)) if k not in keys)
     sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard ({shared})"))
     log(_completeness(summary) + format_sweep(summary))

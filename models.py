@@ -56,18 +56,39 @@ class FreezableMLP(nn.Module):
         return [m for top in self.group_modules(group) for m in top.modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
+    # --- units: every hidden block and the head ----------------------------------
+    def units(self):
+        """The freezable units in forward order: each hidden block, then the head (last)."""
+        return [*self.blocks, self.head]
+
+    def half_of(self, unit):
+        """The half (FIRST or SECOND) that unit `unit` belongs to."""
+        return FIRST if unit < self.split else SECOND
+
+    def units_of(self, groups):
+        """Indices of the units in the halves `groups`."""
+        return frozenset(u for u in range(len(self.units())) if self.half_of(u) in groups)
+
     def set_trainable(self, groups, freeze_bn_stats=False):
-        """Make exactly `groups` trainable. With freeze_bn_stats, frozen groups'
-        BatchNorm layers still normalise with batch statistics but stop updating
-        their running statistics (bit-for-bit unchanged buffers)."""
-        for g in (FIRST, SECOND):
-            trainable = g in groups
-            for p in self.group_params(g):
-                p.requires_grad_(trainable)
-            for bn in self.group_batchnorms(g):
+        """Make exactly the halves `groups` trainable (see set_trainable_units)."""
+        self.set_trainable_units(self.units_of(groups), freeze_bn_stats)
+
+    def set_trainable_units(self, trainable, freeze_bn_stats=False, eval_frozen=False):
+        """Make exactly the units in `trainable` trainable. With freeze_bn_stats, frozen units'
+        BatchNorm layers still normalise with batch statistics but stop updating their running
+        statistics (bit-for-bit unchanged buffers). With eval_frozen, frozen units run in eval
+        mode (running statistics, no dropout), as FreezeOut's frozen layers do; a later
+        model.train() undoes that, so the loop re-applies it after every evaluation."""
+        for u, module in enumerate(self.units()):
+            on = u in trainable
+            for p in module.parameters():
+                p.requires_grad_(on)
+            for bn in (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
                 # In train mode a BN with track_running_stats=False uses batch
                 # statistics and leaves running_mean/var/num_batches_tracked alone.
-                bn.track_running_stats = trainable or not freeze_bn_stats
+                bn.track_running_stats = on or not freeze_bn_stats
+            if self.training:
+                module.train(on or not eval_frozen)
 
     # --- the earlier public version's API --------------------------------------
     def get_first_half_params(self):
@@ -100,28 +121,31 @@ class FreezableMLP(nn.Module):
 
     # --- analytic cost model ----------------------------------------------------
     def linear_layers(self):
-        """(layer, group) pairs in forward order."""
-        return [(m, g) for g in (FIRST, SECOND) for top in self.group_modules(g)
-                for m in top.modules() if isinstance(m, nn.Linear)]
+        """(layer, unit) pairs in forward order."""
+        return [(m, u) for u, top in enumerate(self.units()) for m in top.modules()
+                if isinstance(m, nn.Linear)]
 
     def train_flops_per_sample(self, groups):
-        """GEMM FLOPs of one forward+backward pass per sample when `groups` train.
+        """GEMM FLOPs of one forward+backward pass per sample when the halves `groups` train."""
+        return self.unit_train_flops(self.units_of(groups))
 
-        Forward costs 2*in*out per Linear. Backward adds the weight gradient
-        (2*in*out) for trainable layers, and the input gradient (2*in*out) only
-        where some trainable parameter lies earlier in the network. So freezing
-        the first half skips fc1's backward entirely. Elementwise work (BatchNorm,
-        ReLU, Dropout, the optimizer) is not counted.
+    def unit_train_flops(self, trainable):
+        """GEMM FLOPs of one forward+backward pass per sample when the units in `trainable` train.
+
+        Forward costs 2*in*out per Linear. Backward adds the weight gradient (2*in*out) for
+        trainable layers, and the input gradient (2*in*out) only where some trainable unit lies
+        earlier in the network: everything below the lowest trainable unit skips it, so freezing
+        fc1 skips its backward entirely. Elementwise work (BatchNorm, ReLU, Dropout, the
+        optimizer) is not counted.
         """
-        layers = self.linear_layers()
         flops = 0
-        for i, (layer, g) in enumerate(layers):
+        for layer, u in self.linear_layers():
             macs = layer.in_features * layer.out_features
             flops += 2 * macs
-            if g in groups:
+            if u in trainable:
                 flops += 2 * macs
-            if any(earlier_g in groups for _, earlier_g in layers[:i]):
-                flops += 2 * macs  # some earlier block (its Linear or BatchNorm) trains
+            if any(v < u for v in trainable):
+                flops += 2 * macs  # some earlier unit (its Linear or BatchNorm) trains
         return flops
 
     def eval_flops_per_sample(self):

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torchvision
 
-from config import DEFAULT_KEY, Config, train_options
+from config import DEFAULT_KEY, Config, budget_kind, matched_reference, train_options
 from data import TensorLoader, load_dataset
 from models import FreezableMLP
 from results import LeaseLost, ResultsDir
+from stats import early_stopped
 from training_loop import pick_device, train
 
 
@@ -69,14 +70,34 @@ def environment(device):
             "device": str(dev), "device_name": name, "threads": torch.get_num_threads()}
 
 
-def _budget(cfg, name, seed, store):
-    """max_flops / max_seconds for a matched-budget standard run, from its reference run."""
+def _budget(cfg, name, seed, store, model, data):
+    """max_flops / max_seconds for a matched-budget standard run, from its reference run. A FLOPs
+    budget also fits the lr schedule to it: total_steps is the number of standard steps whose
+    FLOPs fit, so a cosine reaches zero where the matched run stops (within one step)."""
     if "@" not in name:
         return {}
-    ref = store.saved(cfg.match_to, seed)["history"]
-    if cfg.match_budget == "flops":
-        return {"max_flops": sum(ref["train_flops"])}
-    return {"max_seconds": sum(ref["epoch_time_s"])}
+    ref = store.saved(matched_reference(name, cfg), seed)["history"]
+    if budget_kind(name) == "time":
+        return {"max_seconds": sum(ref["epoch_time_s"])}
+    budget = sum(ref["train_flops"])
+    per_sample = model.unit_train_flops(frozenset(range(len(model.units()))))
+    return {"max_flops": budget, "total_steps": steps_within(budget, per_sample, len(data.y_train),
+                                                              cfg.batch_size)}
+
+
+def steps_within(budget, flops_per_sample, n_train, batch_size):
+    """How many steps of standard training (full batches, then the epoch's last short one) fit
+    within `budget` FLOPs."""
+    sizes = [batch_size] * (n_train // batch_size) + ([n_train % batch_size] if n_train % batch_size else [])
+    per_epoch = flops_per_sample * n_train
+    epochs, rest = divmod(budget, per_epoch)
+    steps = int(epochs) * len(sizes)
+    for size in sizes:
+        if size * flops_per_sample > rest:
+            break
+        rest -= size * flops_per_sample
+        steps += 1
+    return steps
 
 
 def execute(unit, device=None, log=print, progress=False):
@@ -123,9 +144,10 @@ def _train_and_save(unit, device, store, lease, log, progress):
 
     history = train(model, train_loader, test_loader, device=device, val_loader=val_loader,
                     resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label,
-                    **train_options(name, cfg), **_budget(cfg, name, seed, store))
+                    seed=seed, **train_options(name, cfg), **_budget(cfg, name, seed, store, model, data))
     lease.beat()
-    run = {"strategy": name, "seed": seed, "history": history,
+    run = {"strategy": name, "seed": seed, "history": history, "test_samples": len(data.y_test),
+           "early_stopped": early_stopped(history),
            "environment": {"device": str(device), "threads": torch.get_num_threads(),
                            "host": platform.node(), "pid": os.getpid()}}
     store.save_run(run)

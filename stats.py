@@ -31,16 +31,36 @@ def mean_ci(values):
     return m, m - half, m + half
 
 
-def paired(a, b):
+def counts(accs, n):
+    """Accuracies in % of n test images -> the integer numbers of correct images."""
+    return np.rint(np.asarray(accs, dtype=float) * n / 100.0).astype(np.int64)
+
+
+def paired(a, b, n=None):
     """Paired comparison of a against b (same seeds, same order): the mean of a - b with its
     95% t-interval and the two-sided paired t-test's p-value (None with fewer than 2 pairs, or
-    when every pair differs by the same amount, where the test is undefined)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    when every pair differs by the same amount, where the test is undefined).
+
+    With n (test images), a and b are accuracies in % and the test runs on the integer counts of
+    correct images, so that differences of the same number of images are exactly tied (float
+    percentages differ in the 15th digit, which would give a spurious, tiny p-value)."""
+    if n:
+        d = counts(a, n) - counts(b, n)
+        scale = 100.0 / n
+    else:
+        d, scale = np.asarray(a, dtype=float) - np.asarray(b, dtype=float), 1.0
     m, lo, hi = mean_ci(d)
     p = None
     if len(d) >= 2 and np.ptp(d) > 0:  # without spread the t statistic is undefined: no p-value
-        p = float(sps.ttest_rel(np.asarray(a, float), np.asarray(b, float)).pvalue)
-    return {"mean": m, "ci95_low": lo, "ci95_high": hi, "p_value": p, "pairs": len(d)}
+        p = float(sps.ttest_1samp(d, 0.0).pvalue)
+    pct = lambda x: None if x is None else float(x) * scale  # noqa: E731
+    return {"mean": pct(m), "ci95_low": pct(lo), "ci95_high": pct(hi), "p_value": p, "pairs": len(d)}
+
+
+def test_samples(runs):
+    """The number of test images the runs were scored on (one number), or None if unknown."""
+    ns = {r.get("test_samples") for r in runs}
+    return ns.pop() if len(ns) == 1 else None
 
 
 def holm(p_values):
@@ -68,6 +88,9 @@ def run_diverged(run):
     return any(run["history"]["diverged"])
 
 
+METRICS = ("final", "early-stopped")
+
+
 def final_acc(run):
     return run["history"]["test_acc"][-1]
 
@@ -76,6 +99,33 @@ def final_val_acc(run):
     """Validation accuracy after the last epoch, or None without a validation split."""
     v = run["history"].get("val_acc") or [None]
     return v[-1]
+
+
+def early_stopped(history):
+    """{"epoch", "val_acc", "test_acc"} at the first epoch of best validation accuracy, or None
+    without a validation split: the test accuracy an early-stopped run would report."""
+    vals = history.get("val_acc") or []
+    if not vals or any(v is None or not math.isfinite(v) for v in vals):
+        return None
+    i = max(range(len(vals)), key=lambda k: (vals[k], -k))
+    return {"epoch": history["epoch"][i], "val_acc": vals[i], "test_acc": history["test_acc"][i]}
+
+
+def test_acc(run, metric="final"):
+    """The test accuracy a table reports: after the last epoch, or at the best validation epoch
+    (None without a validation split)."""
+    if metric == "final":
+        return final_acc(run)
+    es = run.get("early_stopped") or early_stopped(run["history"])
+    return None if es is None else es["test_acc"]
+
+
+def val_score(run, metric="final"):
+    """What selection ranks a run by: final validation accuracy, or the best one (early-stopped)."""
+    if metric == "final":
+        return final_val_acc(run)
+    es = run.get("early_stopped") or early_stopped(run["history"])
+    return None if es is None else es["val_acc"]
 
 
 def epochs_to(run, target):
