@@ -41,7 +41,7 @@ class Config:
     lr_second: float | None = None     # gan-style: second half's lr (default: 4 x lr, two-timescale)
     freeze_bn_stats: bool = False      # frozen half's BatchNorm running stats fixed too
     match_budget: str = "epochs"       # epochs | flops | time: extra standard run on the budget of...
-    match_to: str = "alternating-batch"  # ...this strategy's run with the same seed
+    match_to: str = "alternating-batch"  # ...these strategies' runs (comma list) with the same seed
     target_frac: float = 0.95          # epochs-to-target: this fraction of standard's mean final acc
     metric: str = "final"              # final | early-stopped: what tables and the tuned comparison report
     tune: tuple = ()                   # grid keys each strategy tunes on validation (default: lr if gridded)
@@ -101,7 +101,8 @@ class Config:
 NOT_IN_KEY = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir", "grid",
               "launcher", "workers", "threads", "slurm_partition", "slurm_time", "slurm_cpus_per_task",
               "slurm_gpus_per_task", "slurm_args", "wait", "slurm_mem", "slurm_array_parallelism",
-              "slurm_max_requeues", "cancel", "metric", "tune", "confirm_seeds"}
+              "slurm_max_requeues", "cancel", "metric", "tune", "confirm_seeds",
+              "match_to"}  # a matched run's name says what it is matched to
 # settings a --grid may vary: those that change results, less the ones about running
 GRID_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_IN_KEY
                   and f.name not in {"dry_run", "device", "compile", "eval_batch_size", "target_frac",
@@ -345,15 +346,18 @@ def budget_kind(name):
     return name.partition("=")[0].partition("@")[2] or None if name.startswith("standard@") else None
 
 
-def matched_name(budget, reference, cfg):
-    """The matched-budget standard run for `reference`: standard@flops when --match-to names one
-    strategy (the name older folders use), standard@flops=<reference> when it names several."""
-    return f"standard@{budget}" if len(match_targets(cfg)) == 1 else f"standard@{budget}={reference}"
+LEGACY_MATCH = "alternating-batch"  # the run named plain standard@flops is matched to this one
 
 
-def matched_reference(name, cfg):
+def matched_name(budget, reference):
+    """The matched-budget standard run for `reference`: standard@flops=<reference>, or plain
+    standard@flops for alternating-batch (the name older folders use)."""
+    return f"standard@{budget}" if reference == LEGACY_MATCH else f"standard@{budget}={reference}"
+
+
+def matched_reference(name, cfg=None):
     """The strategy whose budget matched-budget run `name` gets."""
-    return name.partition("=")[2] or match_targets(cfg)[0]
+    return name.partition("=")[2] or LEGACY_MATCH
 
 
 def match_targets(cfg):

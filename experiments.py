@@ -23,11 +23,12 @@ from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, Config, ConfigError,
 from data import DATASETS, DataError
 from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
                        unit_id)
-from plots import plot_comparison, plot_sweep
+from plots import plot_accuracy_flops, plot_comparison, plot_sweep
 from results import ResultsError, SweepDir
 from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
-from sweep import cell_label, format_sweep, grid_cells, parse_grid, summarize_sweep, sweep_csv
+from sweep import (cell_label, format_sweep, grid_cells, parse_grid, summarize_sweep, sweep_csv, tune_keys,
+                   tuned_comparison)
 from training_loop import pick_device
 
 
@@ -41,7 +42,7 @@ def run_plan(cfg):
         for name in names:
             plan.append((name, seed))
             if name in targets:
-                plan.append((matched_name(cfg.match_budget, name, cfg), seed))
+                plan.append((matched_name(cfg.match_budget, name), seed))
     return plan
 
 
@@ -60,7 +61,7 @@ def prepare_cell(cfg, overwrite=False, cell=None):
 
 def units_of(cfg, store):
     """The cell's planned runs that are not saved yet, as units."""
-    return [Unit(cfg, name, seed, after=(matched_reference(name, cfg), seed) if "@" in name else None)
+    return [Unit(cfg, name, seed, after=(cfg.out, matched_reference(name), seed) if "@" in name else None)
             for name, seed in run_plan(cfg) if not store.done(name, seed)]
 
 
@@ -99,9 +100,9 @@ def launch(units, cfg, stores, log, poll_s=1.0):
                 if run is not None:
                     on_done(u, run)
                     pending.remove(u)
-                elif u.after and not stores[u.cfg.out].saved(*u.after) and not any(
-                        (v.strategy, v.seed) == u.after and v.cfg.out == u.cfg.out for v in pending):
-                    failed.append((u, f"its reference run {u.after[0]} seed {u.after[1]} did not finish"))
+                elif u.after and not stores[u.after[0]].saved(*u.after[1:]) and not any(
+                        (v.cfg.out, v.strategy, v.seed) == u.after for v in pending):
+                    failed.append((u, f"its reference run {u.after[1]} seed {u.after[2]} did not finish"))
                     pending.remove(u)
             if not cfg.wait and failed:
                 return failed + [(u, "held elsewhere; --no-wait") for u in pending]
@@ -122,7 +123,7 @@ def _ready(pending, held, stores):
     first = [u for u in pending if id(u) not in held and u.after is None]
     starting = {(u.cfg.out, u.strategy, u.seed) for u in first}
     return first + [u for u in pending if id(u) not in held and u.after is not None and
-                    (stores[u.cfg.out].saved(*u.after) or (u.cfg.out, *u.after) in starting)]
+                    (stores[u.after[0]].saved(*u.after[1:]) or u.after in starting)]
 
 
 def _execute(units, cfg, stores, on_done, say, held):
@@ -246,20 +247,30 @@ class Unfinished(Exception):
 
 def run_sweep(cfg: Config, log=print):
     """Every cell of cfg.grid, each with its usual outputs in a subfolder of cfg.out, then
-    sweep.csv, sweep_summary.json and sweep_results.png over every cell in the folder."""
+    sweep.csv, sweep_summary.json and sweep_results.png over every cell in the folder. With
+    --confirm-seeds N, each strategy's tuned choice (standard's included) then runs on N fresh
+    seeds, plus equal-compute standard runs under --match-budget flops, and the tuned comparison
+    reports only those fresh seeds."""
     cfg = replace(cfg, out=cfg.out or default_out(cfg))
     keys = [k for k, _ in cfg.grid]
-    cells = grid_cells(cfg)
+    tune = tune_keys(cfg.tune, keys)
+    if cfg.confirm_seeds and (not tune or not cfg.val_size):
+        raise ConfigError("--confirm-seeds needs something to tune (--grid lr=... or --tune KEYS) and a "
+                          "validation split (--val-size N) to choose it on")
+    confirming = bool(cfg.confirm_seeds)
+    # matched-budget runs belong to the confirmation when there is one, not to every cell
+    cells = grid_cells(replace(cfg, match_budget="epochs") if confirming else cfg)
     base = {k: v for k, v in cells[0][1].result_key().items() if k not in keys}
     log(f"results folder: {cfg.out}")
     if cfg.overwrite:
         _refuse_live_jobs(cfg, log)
     sweep = SweepDir(cfg.out, base, keys, cfg.overwrite, defaults=DEFAULT_KEY)
-    stores, units, labels = {}, [], {}
+    stores, units, labels, by_values = {}, [], {}, {}
     for values, cell in cells:
         cell = replace(cell, out=str(sweep.cell_path(values)))
         store, data = prepare_cell(cell, cell=values)
         stores[cell.out], labels[cell.out] = store, data.label
+        by_values[tuple(sorted(values.items()))] = cell
         units += units_of(cell, store)
     total = sum(len(run_plan(c)) for _, c in cells)
     log(f"sweep: {len(cells)} cells ({' x '.join(f'{len(v)} {k}' for k, v in cfg.grid)}), "
@@ -269,6 +280,18 @@ def run_sweep(cfg: Config, log=print):
     if not cfg.wait and failed:
         log(f"submitted; rerun the same command to collect the results into {cfg.out}")
         return [], None
+    selection = seed_list(cells[0][1].seeds)
+    fresh = None
+    if confirming and not failed:
+        fresh = list(range(max(selection) + 1, max(selection) + 1 + cfg.effective().confirm_seeds))
+        done = [(v, list(stores[str(sweep.cell_path(v))].refresh().runs.values())) for v, _ in cells]
+        tuned, _ = tuned_comparison(done, keys, "standard", tune, cfg.metric, selection)
+        units = [u for u in confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
+                 if not stores[u.cfg.out].done(u.strategy, u.seed)]
+        log(f"confirmation: {_plural(len(units), 'run')} to go on fresh {_seed_range(tuple(fresh))} "
+            f"(each strategy at its tuned choice" + (", plus equal-compute standard runs)"
+                                                     if cfg.match_budget == "flops" else ")"))
+        failed += launch(units, cfg, stores, log)
     done, saved, planned = [], 0, 0
     for values, folder in sweep.cells():
         cell = replace(cfg, **values, grid=(), out=str(folder)).effective()
@@ -277,7 +300,8 @@ def run_sweep(cfg: Config, log=print):
                                  f"\nsweep cell {cell_label(values)}")
         saved, planned = saved + s["runs_saved"], planned + s["runs_planned"]
         done.append((values, runs))
-    summary = summarize_sweep(done, keys, target_frac=cfg.target_frac)
+    summary = summarize_sweep(done, keys, target_frac=cfg.target_frac, metric=cfg.metric, tune=tune,
+                              selection_seeds=selection, confirm_seeds=fresh)
     summary.update(dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)
@@ -286,9 +310,36 @@ def run_sweep(cfg: Config, log=print):
                                       ("seeds", _plural(len(seed_list(run_cfg.seeds)), "seed")),
                                       ("precision", cfg.precision)) if k not in keys)
     sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard ({shared})"))
+    if fresh is not None:
+        sweep.save_figure(plot_accuracy_flops(summary, done, title=f"{data.label}: confirmed on fresh seeds"),
+                          "accuracy_vs_flops.png")
     log(_completeness(summary) + format_sweep(summary))
     log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")
     return _finish(failed, cfg.out, log, (done, summary))
+
+
+def confirmation_units(tuned, cells, seeds, matched):
+    """Units that confirm a tuned comparison: each strategy's chosen cell on the fresh seeds and,
+    with `matched`, a standard run in standard's chosen cell stopped at the FLOPs of each
+    strategy that trained with fewer FLOPs than standard (on the selection seeds)."""
+    units = []
+    for g in tuned:
+        ref = g["strategies"].get("standard") or {}
+        ref_cell = cells.get(tuple(sorted(ref["cell"].items()))) if ref.get("cell") else None
+        ref_flops = _mean_flops(ref)
+        for name, e in g["strategies"].items():
+            if not e.get("cell"):
+                continue
+            cell = cells[tuple(sorted(e["cell"].items()))]
+            units += [Unit(cell, name, s) for s in seeds]
+            if matched and name != "standard" and ref_cell is not None and _mean_flops(e) < ref_flops:
+                units += [Unit(ref_cell, matched_name("flops", name), s, after=(cell.out, name, s))
+                          for s in seeds]
+    return units
+
+
+def _mean_flops(entry):
+    return entry.get("train_flops_mean") or float("inf")
 
 
 # --- command line -----------------------------------------------------------------
@@ -330,8 +381,15 @@ def parse_args(argv=None):
     g.add_argument("--batch-size", type=_type("batch_size"), default=d.batch_size)
     g.add_argument("--lr", type=_type("lr"), default=d.lr, help="learning rate")
     g.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
-    g.add_argument("--seeds", type=_type("seeds"), default=d.seeds,
-                   help="run seeds 0..N-1; a seed fixes initial weights and data order for all strategies")
+    g.add_argument("--seeds", type=_type("seeds"), default=d.seeds, metavar="N|A-B|A,B,...",
+                   help="seeds 0..N-1, a range A-B or a list; a seed fixes initial weights and data order "
+                        "for all strategies")
+    g.add_argument("--weight-decay", type=_type("weight_decay"), default=d.weight_decay,
+                   help="adam: L2 penalty added to the gradient; adamw: decoupled decay")
+    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=("constant", "cosine", "linear"),
+                   help="run-wide lr factor per step, decaying to 0 at the run's last step")
+    g.add_argument("--warmup-epochs", type=_type("warmup_epochs"), default=d.warmup_epochs,
+                   help="linear lr warmup before the schedule")
     g.add_argument("--strategies", default=",".join(d.strategies) if d.strategies != CORE else "core",
                    help=f"comma list, 'core' ({', '.join(CORE)}) or 'all' ({', '.join(STRATEGIES)}); "
                         "also alternating-K for any K")
@@ -346,9 +404,14 @@ def parse_args(argv=None):
     g.add_argument("--match-budget", default=d.match_budget, choices=("epochs", "flops", "time"),
                    help="flops/time: add a standard run stopped at the FLOPs or seconds that "
                         "--match-to used with the same seed")
-    g.add_argument("--match-to", default=d.match_to, help="reference strategy for --match-budget")
+    g.add_argument("--match-to", default=d.match_to, metavar="STRATEGY[,...]",
+                   help="reference strategies for --match-budget (in a confirmed sweep: every strategy "
+                        "that used fewer FLOPs than standard)")
     g.add_argument("--target-frac", type=_type("target_frac"), default=d.target_frac,
                    help="epochs-to-target uses this fraction of standard's mean final accuracy")
+    g.add_argument("--metric", default=d.metric, choices=("final", "early-stopped"),
+                   help="test accuracy that tables and the tuned comparison report: after the last epoch, "
+                        "or at the epoch of best validation accuracy (needs --val-size)")
     g = p.add_argument_group("model and numerics")
     g.add_argument("--depth", type=_type("depth"), default=d.depth, help="hidden blocks")
     g.add_argument("--split", type=_type("split"), default=d.split,
@@ -361,6 +424,12 @@ def parse_args(argv=None):
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="vary a setting (repeatable; the cells are the product): e.g. --grid "
                         "lr=3e-4,1e-3,3e-3 --grid depth=2,4")
+    g.add_argument("--tune", default=",".join(d.tune), metavar="KEY[,KEY...]",
+                   help="grid keys each strategy tunes on validation accuracy, per group of cells that "
+                        "agree on the others (default: lr, when lr is gridded)")
+    g.add_argument("--confirm-seeds", type=_type("confirm_seeds"), default=d.confirm_seeds, metavar="N",
+                   help="after tuning, run each strategy's choice on N fresh seeds (numbered after the "
+                        "tuning seeds); the tuned comparison then reports only those")
     g = p.add_argument_group("running")
     g.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, else CPU), cpu, cuda, mps")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
@@ -403,6 +472,7 @@ def parse_args(argv=None):
     for kv in a["slurm_args"]:
         if "=" not in kv or not kv.split("=", 1)[0]:
             p.error(f"argument --slurm-arg: expected KEY=VALUE, got {kv!r}")
+    a["tune"] = tuple(k.strip().replace("-", "_") for k in a["tune"].split(",") if k.strip())
     return replace(d, **{**a, "strategies": expand_strategies(a["strategies"]),
                          "grid": parse_grid(a["grid"]), "slurm_args": tuple(a["slurm_args"])})
 

@@ -266,3 +266,67 @@ def _tuned_panel(ax, summary):
     ax.set(title="Tuned: each strategy at its own best lr,\nchosen on validation accuracy",
            xlabel=f"test accuracy minus {ref}'s at its best lr\n(points, paired, 95% t-interval)")
     ax.title.set_fontsize(10)
+
+
+# --- accuracy against compute -----------------------------------------------------------------
+def plot_accuracy_flops(summary, cells, path=None, title=""):
+    """Test accuracy against training FLOPs on the confirmation seeds: each strategy at its tuned
+    choice (mean and 95% t-interval over seeds, both axes from the runs), the equal-compute
+    standard runs, and standard's own accuracy after each epoch (thin line) for context."""
+    from stats import mean_ci, test_acc
+    metric, ref = summary.get("metric", "final"), summary["reference"]
+    seeds = set(summary.get("confirm_seeds") or summary.get("selection_seeds") or [])
+    by_cell = {tuple(sorted(v.items())): runs for v, runs in cells}
+    groups = summary["tuned"] or []
+    fig = Figure(figsize=(7.5 * max(len(groups), 1), 5.5))
+    axes = np.atleast_1d(fig.subplots(1, max(len(groups), 1)))
+    for ax, g in zip(axes, groups):
+        ref_e = g["strategies"].get(ref) or {}
+        ref_runs = by_cell.get(tuple(sorted((ref_e.get("cell") or {}).items())), [])
+        for name, e in g["strategies"].items():
+            if not e.get("cell"):
+                continue
+            runs = [r for r in by_cell[tuple(sorted(e["cell"].items()))]
+                    if r["strategy"] == name and r["seed"] in seeds and not run_diverged(r)]
+            _point(ax, runs, name, metric, f"{name} ({cell_text(e['choice'])})", mean_ci, test_acc)
+            matched = [r for r in ref_runs if r["strategy"] in (f"{ref}@flops={name}",
+                                                                (f"{ref}@flops" if name == "alternating-batch"
+                                                                 else None))
+                       and r["seed"] in seeds and not run_diverged(r)]
+            if matched:
+                _point(ax, matched, name, metric, f"{ref} at {name}'s FLOPs", mean_ci, test_acc, marker="s",
+                       hollow=True)
+        curve = [r for r in ref_runs if r["strategy"] == ref and r["seed"] in seeds and not run_diverged(r)]
+        if curve:
+            n = min(len(r["history"]["epoch"]) for r in curve)
+            x = np.mean([np.cumsum(r["history"]["train_flops"])[:n] for r in curve], axis=0)
+            y = np.mean([r["history"]["test_acc"][:n] for r in curve], axis=0)
+            ax.plot(x, y, color=style(ref)[0], lw=0.8, alpha=0.5, label=f"{ref} after each epoch (mean)")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        label = "early-stopped" if metric == "early-stopped" else "final"
+        ax.set(xlabel="training FLOPs (GEMMs, forward and backward)", ylabel=f"{label} test accuracy (%)",
+               title=", ".join(f"{k}={short_value(v)}" for k, v in g["group"].items()) or "tuned and confirmed")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def cell_text(values):
+    return ", ".join(f"{k}={short_value(v)}" for k, v in values.items())
+
+
+def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=False):
+    if not runs:
+        return
+    x = [sum(r["history"]["train_flops"]) for r in runs]
+    accs = [test_acc(r, metric) for r in runs]
+    mx, xlo, xhi = mean_ci(x)
+    my, ylo, yhi = mean_ci(accs)
+    color = style(name)[0]
+    ax.errorbar(mx, my, yerr=None if ylo is None else [[my - ylo], [yhi - my]],
+                xerr=None if xlo is None else [[mx - xlo], [xhi - mx]], fmt=marker, color=color,
+                mfc="none" if hollow else color, capsize=3, label=label)

@@ -150,7 +150,8 @@ def _canonical(obj):
 def _changed(old, new, defaults):
     """The first setting that differs; a setting missing from an older folder counts as its default."""
     defaults = defaults or {}
-    for k in [*new, *sorted(set(old) - set(new))]:  # in the order of the settings
+    # in the order of the settings; one that left the key (no default now) is not compared
+    for k in [*new, *sorted((set(old) - set(new)) & set(defaults))]:
         if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)):
             return k
     return None
@@ -272,6 +273,14 @@ class ResultsDir:
             self._clear()
         self._check_compatible()
         self.runs = self._load_runs()
+
+    @classmethod
+    def reader(cls, out, defaults=None):
+        """An existing results folder opened under the settings its config.json records (to read
+        a run another cell made: the reference of a matched-budget run)."""
+        previous = _read_marked(Path(out) / "config.json", MARK, "choose another folder",
+                                check=_has_settings)
+        return cls(out, previous["settings"], defaults=defaults)
 
     def _read_previous(self):
         cfg_file = self.path / "config.json"
@@ -564,8 +573,8 @@ class SweepDir:
     def write_summary(self, summary):
         atomic_write(self.path / "sweep_summary.json", json.dumps(summary, indent=2) + "\n")
 
-    def save_figure(self, fig):
-        save_figure(fig, self.path / "sweep_results.png")
+    def save_figure(self, fig, name="sweep_results.png"):
+        save_figure(fig, self.path / name)
 
 
 

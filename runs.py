@@ -25,8 +25,8 @@ from training_loop import pick_device, train
 @dataclass(frozen=True)
 class Unit:
     """Strategy `strategy` from seed `seed` in the cell described by `cfg` (whose out is the
-    cell's folder). `after` names the run of the same cell that must be finished first
-    (the reference of a matched-budget run)."""
+    cell's folder). `after` = (folder, strategy, seed) names the run that must be finished first:
+    the reference of a matched-budget run, in this cell or (confirmations) in another."""
     cfg: Config
     strategy: str
     seed: int
@@ -70,13 +70,15 @@ def environment(device):
             "device": str(dev), "device_name": name, "threads": torch.get_num_threads()}
 
 
-def _budget(cfg, name, seed, store, model, data):
+def _budget(cfg, name, seed, store, model, data, after=None):
     """max_flops / max_seconds for a matched-budget standard run, from its reference run. A FLOPs
     budget also fits the lr schedule to it: total_steps is the number of standard steps whose
     FLOPs fit, so a cosine reaches zero where the matched run stops (within one step)."""
     if "@" not in name:
         return {}
-    ref = store.saved(matched_reference(name, cfg), seed)["history"]
+    folder, strategy, ref_seed = after or (cfg.out, matched_reference(name), seed)
+    ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY)
+    ref = ref_store.saved(strategy, ref_seed)["history"]
     if budget_kind(name) == "time":
         return {"max_seconds": sum(ref["epoch_time_s"])}
     budget = sum(ref["train_flops"])
@@ -144,7 +146,7 @@ def _train_and_save(unit, device, store, lease, log, progress):
 
     history = train(model, train_loader, test_loader, device=device, val_loader=val_loader,
                     resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label,
-                    seed=seed, **train_options(name, cfg), **_budget(cfg, name, seed, store, model, data))
+                    seed=seed, **train_options(name, cfg), **_budget(cfg, name, seed, store, model, data, unit.after))
     lease.beat()
     run = {"strategy": name, "seed": seed, "history": history, "test_samples": len(data.y_test),
            "early_stopped": early_stopped(history),

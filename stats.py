@@ -63,11 +63,14 @@ def test_samples(runs):
     return ns.pop() if len(ns) == 1 else None
 
 
-def holm(p_values):
-    """Holm's step-down adjustment of a family of p-values (None entries are left out):
-    reject where the adjusted value is below alpha and the family-wise error stays <= alpha."""
+def holm(p_values, m=None):
+    """Holm's step-down adjustment of a family of p-values: reject where the adjusted value is
+    below alpha and the family-wise error stays <= alpha. None entries (no test possible) get
+    None; `m`, the family's size, defaults to the number of p-values, and a declared family
+    passes its full size, so that comparisons without a p-value still count in it."""
     idx = sorted((i for i, p in enumerate(p_values) if p is not None), key=lambda i: p_values[i])
-    m, out, running = len(idx), [None] * len(p_values), 0.0
+    m = len(idx) if m is None else m
+    out, running = [None] * len(p_values), 0.0
     for rank, i in enumerate(idx):
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         out[i] = running
@@ -140,12 +143,16 @@ def _costs(runs):
                  (("epoch_time_s", np.mean), ("train_flops", sum), ("param_updates", sum)))
 
 
-def summarize(runs, reference="standard", target_frac=0.95):
-    """Per-strategy summary dict (JSON-ready), in the order strategies first appear in `runs`."""
+def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
+    """Per-strategy summary dict (JSON-ready), in the order strategies first appear in `runs`.
+    `metric` picks the test accuracy reported: final, or early-stopped (at the best validation
+    epoch). Paired tests run on integer counts of correct test images."""
     by_strategy = {}
     for r in runs:
         by_strategy.setdefault(r["strategy"], {})[r["seed"]] = r
     ok = lambda rs: {s: r for s, r in rs.items() if not run_diverged(r)}  # noqa: E731
+    acc = lambda r: test_acc(r, metric)  # noqa: E731
+    n = test_samples(runs)
     ref = ok(by_strategy.get(reference, {}))
     ref_acc = mean_or_none([final_acc(r) for r in ref.values()])
     target = None if ref_acc is None else target_frac * ref_acc
@@ -154,26 +161,26 @@ def summarize(runs, reference="standard", target_frac=0.95):
 
     out = {}
     for name, seeds in by_strategy.items():
-        good = ok(seeds)
-        accs = [final_acc(r) for r in good.values()]
-        common = [] if name == reference else [s for s in good if s in ref]  # no pairs: all None
-        diff = paired([final_acc(good[s]) for s in common], [final_acc(ref[s]) for s in common])
+        good = {s: r for s, r in ok(seeds).items() if acc(r) is not None}
+        accs = [acc(r) for r in good.values()]
+        common = [] if name == reference else [s for s in good if s in ref and acc(ref[s]) is not None]
+        diff = paired([acc(good[s]) for s in common], [acc(ref[s]) for s in common], n)
         reached = [epochs_to(r, target) for r in good.values()] if target is not None else []
         hit = [e for e in reached if e is not None]
         epoch_time, flops, updates = _costs(good.values())
         out[name] = {
-            "seeds": sorted(seeds), "diverged": len(seeds) - len(good),
+            "seeds": sorted(seeds), "diverged": len(seeds) - len(ok(seeds)),
             "epochs": mean_or_none([len(r["history"]["epoch"]) for r in good.values()]),
             "final_acc_mean": mean_or_none(accs), "final_acc_std": std_or_none(accs),
-            "val_acc_mean": mean_or_none([final_val_acc(r) for r in good.values()
-                                   if final_val_acc(r) is not None]),
+            "val_acc_mean": mean_or_none([val_score(r, metric) for r in good.values()
+                                          if val_score(r, metric) is not None]),
             "diff_vs_standard": diff,
             "epoch_time_s": epoch_time, "time_ratio": ratio(epoch_time, ref_time),
             "train_flops": flops, "flops_ratio": ratio(flops, ref_flops),
             "param_updates": updates, "updates_ratio": ratio(updates, ref_updates),
             "epochs_to_target": mean_or_none(hit), "reached_target": len(hit),
         }
-    return {"reference": reference, "target_acc": target, "target_frac": target_frac,
+    return {"reference": reference, "target_acc": target, "target_frac": target_frac, "metric": metric,
             "strategies": out}
 
 
@@ -184,7 +191,8 @@ def _fmt(x, spec=".2f", none="-"):
 def format_table(summary):
     """The summary as a plain-text table, ready to paste into a paper or a README."""
     target = summary["target_acc"]
-    head = ["strategy", "seeds", "final acc (%)", f"diff vs {summary['reference']} [95% CI]", "s/epoch",
+    acc_label = "early-stopped acc (%)" if summary.get("metric") == "early-stopped" else "final acc (%)"
+    head = ["strategy", "seeds", acc_label, f"diff vs {summary['reference']} [95% CI]", "s/epoch",
             "time x", "FLOPs x", "updates x", f"epochs to {_fmt(target, '.1f')}%"]
     rows = []
     for name, s in summary["strategies"].items():

@@ -14,9 +14,10 @@ import io
 import itertools
 from dataclasses import replace
 
-from config import GRID_KEYS, PARSERS, ConfigError, check_config, flag, short_value
-from stats import (final_acc, final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged,
-                   std_or_none, summarize, text_table)
+from config import (GRID_KEYS, PARSERS, ConfigError, budget_kind, check_config, flag, matched_name,
+                    short_value)
+from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
+                   summarize, test_acc, test_samples, text_table, val_score)
 
 ALPHA = 0.05
 SWEEP_COLUMNS = ("strategy", "seeds", "diverged", "test_acc_mean", "test_acc_std", "val_acc_mean",
@@ -80,83 +81,199 @@ def _order(v):
 
 
 # --- the map -------------------------------------------------------------------------------
-def summarize_sweep(cells, keys, reference="standard", target_frac=0.95):
-    """cells: [(values, runs)] -> {"grid_keys", "rows", "tuned", "tuned_note"}.
-    Rows are per cell and strategy; p_holm adjusts every row's p-value as one family."""
+def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric="final", tune=(),
+                    selection_seeds=None, confirm_seeds=None):
+    """cells: [(values, runs)] -> {"grid_keys", "rows", "tuned", "tuned_note", "family"}.
+
+    Rows are per cell and strategy, on the selection (tuning) seeds. The declared family is what
+    Holm adjusts, and nothing else is adjusted: with confirmation seeds, every strategy against
+    the reference in each confirmed group plus every equal-compute comparison with a matched
+    run; with tuning alone, the tuned comparisons; with neither, the map's rows."""
     cells = sorted(cells, key=lambda c: [_order(c[0][k]) for k in keys])
+    sel = None if selection_seeds is None else set(selection_seeds)
     rows = []
     for values, runs in cells:
-        s = summarize(runs, reference, target_frac)
+        runs = [r for r in runs if sel is None or r["seed"] in sel]
+        s = summarize(runs, reference, target_frac, metric)
         for name, st in s["strategies"].items():
             d = st["diff_vs_standard"]
             rows.append({**values, "strategy": name, "seeds": len(st["seeds"]), "diverged": st["diverged"],
                          "test_acc_mean": st["final_acc_mean"], "test_acc_std": st["final_acc_std"],
                          "val_acc_mean": st["val_acc_mean"], "diff_vs_standard": d["mean"],
                          "ci_low": d["ci95_low"], "ci_high": d["ci95_high"], "p_value": d["p_value"],
-                         "time_ratio": st["time_ratio"], "flops_ratio": st["flops_ratio"],
+                         "p_holm": None, "time_ratio": st["time_ratio"], "flops_ratio": st["flops_ratio"],
                          "updates_ratio": st["updates_ratio"]})
-    for row, p in zip(rows, holm([r["p_value"] for r in rows])):
-        row["p_holm"] = p
-    tuned, note = tuned_comparison(cells, keys, reference)
-    return {"grid_keys": list(keys), "reference": reference, "alpha": ALPHA, "rows": rows,
-            "tuned": tuned, "tuned_note": note}
+    tuned, note = tuned_comparison(cells, keys, reference, tune, metric, selection_seeds, confirm_seeds)
+    if tuned is not None and confirm_seeds is not None:
+        _equal_compute(tuned, cells, reference, metric, confirm_seeds)
+    family = declare_family(rows, tuned, reference, confirmed=confirm_seeds is not None)
+    return {"grid_keys": list(keys), "reference": reference, "alpha": ALPHA, "metric": metric,
+            "tuned_keys": tune_keys(tune, keys), "selection_seeds": None if sel is None else sorted(sel),
+            "confirm_seeds": None if confirm_seeds is None else sorted(confirm_seeds),
+            "rows": rows, "tuned": tuned, "tuned_note": note, "family": family}
 
 
-def tuned_comparison(cells, keys, reference="standard"):
-    """(groups, note). Per group of cells that differ only in lr, each strategy at the lr with the
-    best mean final validation accuracy (an lr where a seed diverged is not eligible), its test
-    accuracy there, and the paired difference to the reference at the reference's own best lr."""
-    if "lr" not in keys:
-        return None, "the tuned comparison needs lr as a grid key (--grid lr=...)"
+def _equal_compute(tuned, cells, reference, metric, seeds):
+    """For each confirmed strategy with matched runs (standard@flops=<it>, in the reference's
+    chosen cell): the paired difference strategy - matched standard on the fresh seeds."""
+    by_cell = {tuple(sorted(v.items())): runs for v, runs in cells}
+    for g in tuned:
+        ref = g["strategies"].get(reference) or {}
+        if not ref.get("cell"):
+            continue
+        runs = by_cell[tuple(sorted(ref["cell"].items()))]
+        for name, e in g["strategies"].items():
+            if name == reference or not e.get("cell"):
+                continue
+            matched = {r["seed"]: r for r in runs if r["seed"] in seeds and not run_diverged(r)
+                       and r["strategy"] == matched_name("flops", name)}
+            mine = {r["seed"]: r for r in by_cell[tuple(sorted(e["cell"].items()))]
+                    if r["strategy"] == name and r["seed"] in seeds and not run_diverged(r)}
+            common = sorted(set(matched) & set(mine))
+            if common:
+                e["diff_vs_matched"] = paired([test_acc(mine[s], metric) for s in common],
+                                              [test_acc(matched[s], metric) for s in common],
+                                              test_samples([*mine.values(), *matched.values()]))
+                e["matched_acc_mean"] = mean_or_none(test_acc(matched[s], metric) for s in common)
+
+
+def declare_family(rows, tuned, reference, confirmed):
+    """Name the family of comparisons this invocation reports as its answer, Holm-adjust exactly
+    those (the family's size counts comparisons without a p-value too), and return its record."""
+    if tuned is not None:
+        members = []
+        for g in tuned:
+            label = cell_label(g["group"]) or "all cells"
+            for name, e in g["strategies"].items():
+                for key, what in (("diff_vs_standard", f"{name} vs {reference}"),
+                                  ("diff_vs_matched", f"{name} vs {reference} at its FLOPs")):
+                    if key in e and (confirmed or key == "diff_vs_standard"):
+                        members.append((f"{label}: {what}", e[key]))
+        name = ("confirmed tuned comparisons and equal-compute comparisons, on fresh seeds" if confirmed
+                else "tuned comparisons, on the seeds they were selected on")
+    else:
+        members = [(f"{cell_label({k: v for k, v in r.items() if k in rows_keys(rows)})}: "
+                    f"{r['strategy']} vs {reference}", r) for r in rows if r["strategy"] != reference]
+        name = "every strategy against the reference in every cell of the map"
+    adjusted = holm([d["p_value"] for _, d in members], m=len(members))
+    for (_, d), p in zip(members, adjusted):
+        d["p_holm"] = p
+    return {"name": name, "size": len(members), "members": [label for label, _ in members],
+            "tests": sum(d["p_value"] is not None for _, d in members)}
+
+
+def rows_keys(rows):
+    skip = set(SWEEP_COLUMNS)
+    return [k for k in (rows[0] if rows else {}) if k not in skip]
+
+
+def tune_keys(tune, keys):
+    """The grid keys to tune: --tune's, or lr when lr is gridded."""
+    tune = list(tune) or (["lr"] if "lr" in keys else [])
+    bad = [k for k in tune if k not in keys]
+    if bad:
+        raise ConfigError(f"--tune {bad[0]}: only grid keys can be tuned; add --grid {bad[0]}=V1,V2,...")
+    return tune
+
+
+def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final", selection_seeds=None,
+                     confirm_seeds=None):
+    """(groups, note). Per group of cells that agree on the untuned keys, each strategy gets the
+    combination of tuned values (a cell) with the best mean validation score over the seeds that
+    every candidate cell has for it (among `selection_seeds`); a candidate where one of those
+    seeds diverged is not eligible. Test accuracy is only reported: on `confirm_seeds` when given
+    (fresh seeds run after the choice: unbiased), else on the selection seeds (biased upward).
+    Differences to the reference are paired by seed, each strategy at its own choice."""
+    tune = tune_keys(tune, keys)
+    if not tune:
+        return None, "the tuned comparison needs a tuned grid key (--grid lr=... or --tune KEY)"
     has_val = any(final_val_acc(r) is not None for _, runs in cells for r in runs)
     if not has_val:
-        return None, ("the tuned comparison needs a validation split (--val-size N): learning rates "
+        return None, ("the tuned comparison needs a validation split (--val-size N): settings "
                       "are chosen on validation data only, never on the test set")
     groups = {}
     for values, runs in cells:
-        rest = tuple((k, values[k]) for k in keys if k != "lr")
-        groups.setdefault(rest, []).append((values["lr"], runs))
+        rest = tuple((k, values[k]) for k in keys if k not in tune)
+        groups.setdefault(rest, []).append((values, runs))
     out = []
     for rest, members in groups.items():
-        best = {}
-        for name in dict.fromkeys(r["strategy"] for _, runs in members for r in runs):
-            best[name] = _best_lr(name, members)
-        ref = best.get(reference)
+        names = list(dict.fromkeys(r["strategy"] for _, runs in members for r in runs
+                                   if budget_kind(r["strategy"]) is None))
+        choices = {n: _best_cell(n, members, tune, metric, selection_seeds) for n in names}
         entry = {"group": dict(rest), "strategies": {}}
-        for name, b in best.items():
-            if b is None:
-                entry["strategies"][name] = {"lr": None, "note": "diverged at every lr"}
+        report = {}
+        for name, c in choices.items():
+            if c is None:
+                entry["strategies"][name] = {"lr": None, "choice": None,
+                                             "note": "no eligible candidate (diverged, or no common seed)"}
                 continue
-            accs = {s: final_acc(r) for s, r in b["runs"].items()}
-            e = {"lr": b["lr"], "lrs": b["lrs"], "at_edge": b["edge"], "val_acc_mean": b["val"],
-                 "test_acc_mean": mean_or_none(accs.values()), "test_acc_std": std_or_none(accs.values()),
-                 "seeds": sorted(accs)}
-            if name != reference and ref is not None:
-                common = sorted(set(accs) & set(ref["runs"]))
-                e["diff_vs_standard"] = paired([accs[s] for s in common],
-                                               [final_acc(ref["runs"][s]) for s in common])
-            entry["strategies"][name] = e
+            pool = c["runs"] if confirm_seeds is None else {
+                r["seed"]: r for r in c["all_runs"] if r["seed"] in confirm_seeds}
+            good = {s: r for s, r in pool.items() if not run_diverged(r)}
+            accs = {s: test_acc(r, metric) for s, r in good.items()}
+            other = {s: test_acc(r, _other(metric)) for s, r in good.items()}
+            report[name] = (accs, other, test_samples(good.values()))
+            entry["strategies"][name] = {
+                "choice": c["choice"], "lr": c["choice"].get("lr"), "cell": c["cell"], "edges": c["edges"],
+                "at_edge": " and ".join(f"{e} {k}" for k, e in c["edges"].items() if e) or None,
+                "val_acc_mean": c["val"], "selected_on": c["seeds"],
+                "train_flops_mean": mean_or_none(sum(r["history"]["train_flops"]) for r in c["runs"].values()),
+                "test_acc_mean": mean_or_none(accs.values()), "test_acc_std": std_or_none(accs.values()),
+                "seeds": sorted(accs), "diverged": len(pool) - len(good),
+                "confirmed": confirm_seeds is not None,
+                "other_metric": {"metric": _other(metric), "test_acc_mean": mean_or_none(
+                    v for v in other.values() if v is not None)}}
+        if reference in report:
+            ref_accs, ref_other, n = report[reference]
+            for name, (accs, other, n_a) in report.items():
+                if name == reference:
+                    continue
+                e, n = entry["strategies"][name], n if n == n_a else None
+                common = sorted(set(accs) & set(ref_accs))
+                e["diff_vs_standard"] = paired([accs[s] for s in common], [ref_accs[s] for s in common], n)
+                common = [s for s in common if other[s] is not None and ref_other[s] is not None]
+                # reported beside the primary metric, unadjusted: not a member of the family
+                e["other_metric"]["diff_vs_standard"] = paired([other[s] for s in common],
+                                                               [ref_other[s] for s in common], n)
         out.append(entry)
-    diffs = [e["diff_vs_standard"] for g in out for e in g["strategies"].values() if "diff_vs_standard" in e]
-    for d, p in zip(diffs, holm([d["p_value"] for d in diffs])):
-        d["p_holm"] = p
     return out, None
 
 
-def _best_lr(name, members):
-    """{"lr", "lrs", "edge", "val", "runs"} of the strategy's best lr in a group, or None."""
+def _other(metric):
+    return "early-stopped" if metric == "final" else "final"
+
+
+def _best_cell(name, members, tune, metric, selection_seeds):
+    """{"choice", "cell", "edges", "val", "seeds", "runs", "all_runs"} of the strategy's best
+    candidate in a group, or None. Every candidate is scored on the same seeds: those all have."""
+    mine = [(values, [r for r in runs if r["strategy"] == name]) for values, runs in members]
+    mine = [(v, rs) for v, rs in mine if rs]
+    if not mine:
+        return None
+    seed_sets = [{r["seed"] for r in rs} for _, rs in mine]
+    common = set.intersection(*seed_sets)
+    if selection_seeds is not None:
+        common &= set(selection_seeds)
+    if not common:
+        return None
     scores = {}
-    for lr, runs in members:
-        mine = {r["seed"]: r for r in runs if r["strategy"] == name}
-        vals = [final_val_acc(r) for r in mine.values()]
-        if mine and not any(run_diverged(r) for r in mine.values()) and None not in vals:
-            scores[lr] = (sum(vals) / len(vals), mine)
+    for i, (values, rs) in enumerate(mine):
+        by_seed = {r["seed"]: r for r in rs if r["seed"] in common}
+        vals = [val_score(r, metric) for r in by_seed.values()]
+        if not any(run_diverged(r) for r in by_seed.values()) and None not in vals:
+            scores[i] = (sum(vals) / len(vals), by_seed)
     if not scores:
         return None
-    lrs = sorted(lr for lr, runs in members if any(r["strategy"] == name for r in runs))
-    lr = max(scores, key=lambda k: scores[k][0])
-    edge = None if len(lrs) < 2 else "lowest" if lr == lrs[0] else "highest" if lr == lrs[-1] else None
-    return {"lr": lr, "lrs": lrs, "edge": edge, "val": scores[lr][0], "runs": scores[lr][1]}
+    best = max(scores, key=lambda i: (scores[i][0], -i))  # ties: the first candidate in grid order
+    values, rs = mine[best]
+    edges = {}
+    for k in tune:
+        options = sorted({v[k] for v, _ in mine}, key=_order)
+        numeric = all(_order(o)[0] == 0 for o in options)
+        edges[k] = (None if len(options) < 2 or not numeric else "lowest" if values[k] == options[0]
+                    else "highest" if values[k] == options[-1] else None)
+    return {"choice": {k: values[k] for k in tune}, "cell": values, "edges": edges, "val": scores[best][0],
+            "seeds": sorted(common), "runs": scores[best][1], "all_runs": rs}
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -180,48 +297,81 @@ def _p(x):
     return "-" if x is None else f"{x:.2g}" if x >= 0.001 else "<0.001"
 
 
+
+
 def format_sweep(summary):
-    """The map and the tuned comparison as plain-text tables."""
-    keys, ref = summary["grid_keys"], summary["reference"]
-    head = [*keys, "strategy", "seeds", "test acc (%)", f"diff vs {ref} [95% CI]", "p", "p (Holm)", ""]
+    """The map, the tuned comparison and the equal-compute table as plain-text tables, with the
+    declared family that Holm adjusted."""
+    keys, ref, fam = summary["grid_keys"], summary["reference"], summary["family"]
+    in_family = summary["tuned"] is None
+    acc = "early-stopped acc (%)" if summary.get("metric") == "early-stopped" else "test acc (%)"
+    head = [*keys, "strategy", "seeds", acc, f"diff vs {ref} [95% CI]", "p", *(["p (Holm)", ""] if in_family else [])]
     body = []
     for r in summary["rows"]:
-        acc = _f(r["test_acc_mean"], ".2f") + ("" if r["test_acc_std"] is None else
-                                                f" +- {r['test_acc_std']:.2f}")
+        a = _f(r["test_acc_mean"], ".2f") + ("" if r["test_acc_std"] is None else f" +- {r['test_acc_std']:.2f}")
         diff = "(reference)" if r["strategy"] == ref else format_diff(
             {"mean": r["diff_vs_standard"], "ci95_low": r["ci_low"], "ci95_high": r["ci_high"]})
         seeds = f"{r['seeds'] - r['diverged']}/{r['seeds']}"
         sig = "*" if r["p_holm"] is not None and r["p_holm"] < summary["alpha"] else ""
-        body.append([*(short_value(r[k]) for k in keys), r["strategy"], seeds, acc, diff, _p(r["p_value"]),
-                     _p(r["p_holm"]), sig])
-    tests = sum(r["p_value"] is not None for r in summary["rows"])
-    parts = [text_table(head, body), f"* Holm-adjusted p < {summary['alpha']} over all {tests} comparisons in the "
-                                 f"sweep (paired t-tests on final test accuracy)" if tests else
-             "no p-values: a paired t-test needs 2 or more seeds whose differences vary"]
+        body.append([*(short_value(r[k]) for k in keys), r["strategy"], seeds, a, diff, _p(r["p_value"]),
+                     *([_p(r["p_holm"]), sig] if in_family else [])])
+    sel = summary.get("selection_seeds")
+    parts = [("map" + (f" (seeds {_seeds(sel)})" if sel else "") + ("" if in_family else
+              ": exploratory, p-values unadjusted and not part of the family")), text_table(head, body)]
     if summary["tuned"] is None:
         parts.append(f"tuned comparison: not made; {summary['tuned_note']}")
     else:
         parts.append(format_tuned(summary))
+    parts.append(f"family ({fam['name']}): {fam['size']} comparisons, {fam['tests']} with a p-value; "
+                 f"Holm over all {fam['size']}; * adjusted p < {summary['alpha']}; paired t-tests on the "
+                 f"counts of correct test images")
     return "\n".join(parts)
 
 
+def _seeds(seeds):
+    seeds = list(seeds)
+    return (f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1
+            else ",".join(map(str, seeds)))
+
+
 def format_tuned(summary):
-    ref = summary["reference"]
-    head = ["group", "strategy", "best lr (val)", "val acc (%)", "test acc (%)",
-            f"diff vs {ref} at its best lr [95% CI]", "p (Holm)", "note"]
-    body = []
+    ref, alpha = summary["reference"], summary["alpha"]
+    confirmed = summary.get("confirm_seeds") is not None
+    other = "early-stopped" if summary.get("metric", "final") == "final" else "final"
+    head = ["group", "strategy", "choice (on validation)", "val acc (%)", "test acc (%)",
+            f"diff vs {ref} [95% CI]", "p", "p (Holm)", f"{other}: diff [95% CI]", "note"]
+    body, matched = [], []
+    star = lambda d: "*" if d and d.get("p_holm") is not None and d["p_holm"] < alpha else ""  # noqa: E731
     for g in summary["tuned"]:
         label = cell_label(g["group"]) or "all cells"
         for name, e in g["strategies"].items():
-            if e["lr"] is None:
-                body.append([label, name, "-", "-", "-", "-", "-", e["note"]])
+            if e.get("choice") is None:
+                body.append([label, name, "-", "-", "-", "-", "-", "-", "-", e["note"]])
                 continue
             d = e.get("diff_vs_standard")
-            diff = "(reference)" if name == ref else format_diff(d)
-            note = f"at the {e['at_edge']} lr tried: extend the grid" if e["at_edge"] else ""
-            body.append([label, name, short_value(e["lr"]), _f(e["val_acc_mean"], ".2f"),
+            diff = "(reference)" if name == ref else format_diff(d) + star(d)
+            note = f"at the {e['at_edge']} tried: extend the grid" if e["at_edge"] else ""
+            body.append([label, name, cell_label(e["choice"]), _f(e["val_acc_mean"], ".2f"),
                          _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else
                                                           f" +- {e['test_acc_std']:.2f}"),
-                         diff, _p(d.get("p_holm")) if d else "-", note])
-    return ("tuned comparison: each strategy at its own best lr, chosen on validation accuracy\n"
-            + text_table(head, body))
+                         diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
+                         "(reference)" if name == ref else format_diff(e["other_metric"].get("diff_vs_standard")),
+                         note])
+            m = e.get("diff_vs_matched")
+            if m:
+                matched.append([label, name, f"{ref}@flops={name}", _f(e["matched_acc_mean"], ".2f"),
+                                format_diff(m) + star(m), _p(m["p_value"]), _p(m.get("p_holm"))])
+    sel = summary.get("selection_seeds")
+    where = (f"test accuracy on fresh seeds {_seeds(summary['confirm_seeds'])}, run after the choice"
+             if confirmed else "test accuracy on the seeds the choice was made on (biased upward; "
+             "--confirm-seeds N runs fresh ones)")
+    text = (f"tuned comparison: each strategy at its own best {', '.join(summary['tuned_keys'])}, chosen on "
+            f"mean {'best ' if summary.get('metric') == 'early-stopped' else 'final '}validation accuracy "
+            f"over the seeds every candidate has"
+            + (f" (of {_seeds(sel)})" if sel else "") + f"; {where}\n" + text_table(head, body))
+    if matched:
+        text += ("\nequal compute: each strategy against a standard run (standard's tuned settings, its lr "
+                 "schedule fitted) stopped at the strategy's training FLOPs, same fresh seeds\n"
+                 + text_table(["group", "strategy", "matched run", "matched acc (%)",
+                               "strategy minus matched [95% CI]", "p", "p (Holm)"], matched))
+    return text
