@@ -25,10 +25,15 @@ def _copy(snapshot):
     return torch.load(buf, weights_only=False)
 
 
-@pytest.mark.parametrize("name", ["standard", "alternating-epoch", "alternating-batch", "alternating-7",
-                                  "alternating-epoch-reset", "alternating-batch-bnfixed", "gan-style"])
-def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, device):
-    opts = {**train_options(name, Config()), "num_epochs": 4}
+@pytest.mark.parametrize("name, schedule", [
+    ("standard", "constant"), ("alternating-epoch", "constant"), ("alternating-batch", "constant"),
+    ("alternating-7", "constant"), ("alternating-epoch-reset", "constant"),
+    ("alternating-batch-bnfixed", "constant"), ("gan-style", "constant"), ("standard", "cosine"),
+    ("freezeout", "constant"), ("layer-freezing", "linear"), ("cyclic-blocks-random", "cosine"),
+    ("cyclic-blocks-reset", "constant"), ("layerout", "cosine")])
+def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, schedule, device):
+    opts = {**train_options(name, Config(lr_schedule=schedule, warmup_epochs=1, weight_decay=1e-4)),
+            "num_epochs": 4, "seed": 0}
 
     def fresh(seed):
         torch.manual_seed(seed)
@@ -49,10 +54,10 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, de
         assert torch.equal(p, q), n
 
 
-def _cli(out, epochs=5):
+def _cli(out, epochs=5, extra=()):
     return [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
             "--test-size", "256", "--batch-size", "64", "--epochs", str(epochs), "--seeds", "1",
-            "--strategies", "standard", "--no-progress", "--out", str(out)]
+            "--strategies", "standard", "--no-progress", "--out", str(out), *extra]
 
 
 def _checkpoint_epochs(path):
@@ -62,9 +67,11 @@ def _checkpoint_epochs(path):
         return 0
 
 
-def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--lr-schedule", "cosine", "--val-size", "256")],
+                         ids=["constant", "cosine"])
+def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, extra):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cli(out, extra=extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoints" / "standard__seed0.pt"
     t0 = time.time()
     while _checkpoint_epochs(ckpt) < 2:
@@ -76,12 +83,12 @@ def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path):
     k = _checkpoint_epochs(ckpt)
     assert 2 <= k < 5 and not (out / "runs" / "standard__seed0.json").exists()
 
-    rerun = subprocess.run(_cli(out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(_cli(out, extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed standard seed 0 from epoch {k}" in rerun.stdout
     assert not ckpt.exists() and not ckpt.parent.exists()  # removed once the run is saved
 
-    fresh = subprocess.run(_cli(tmp_path / "fresh"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    fresh = subprocess.run(_cli(tmp_path / "fresh", extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr
     a, b = (json.loads((d / "runs" / "standard__seed0.json").read_text())["history"]
             for d in (out, tmp_path / "fresh"))

@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -85,7 +86,7 @@ def test_tuned_comparison_selects_on_validation_never_on_test():
     groups, note = tuned_comparison(cells, ["lr"])
     assert note is None and len(groups) == 1
     st = groups[0]["strategies"]
-    assert st["alt"]["lr"] == 0.001 and st["alt"]["at_edge"] == "lowest"
+    assert st["alt"]["lr"] == 0.001 and st["alt"]["edges"] == {"lr": "lowest"}
     assert st["standard"]["lr"] == 0.01 and st["standard"]["at_edge"] is None  # 0.1 diverged: not eligible
     d = st["alt"]["diff_vs_standard"]  # alt at 0.001 (50, 51, 52) minus standard at 0.01 (62, 63, 64)
     assert d["mean"] == pytest.approx(-12) and d["pairs"] == 3
@@ -98,9 +99,11 @@ def test_holm_step_down_by_hand():
 
 
 def test_map_rows_and_holm_over_every_comparison():
-    cells = [({"lr": lr}, [_run("standard", s, 60 + s, 60) for s in range(3)]
-              + [_run("alt", s, 58 + s + 0.1 * s * s, 60) for s in range(3)]) for lr in (0.001, 0.01)]
+    # no validation split, so nothing is tuned: the map's rows are the declared family
+    cells = [({"lr": lr}, [_run("standard", s, 60 + s, None) for s in range(3)]
+              + [_run("alt", s, 58 + s + 0.1 * s * s, None) for s in range(3)]) for lr in (0.001, 0.01)]
     s = summarize_sweep(cells, ["lr"])
+    assert s["family"]["size"] == 2
     alt = [r for r in s["rows"] if r["strategy"] == "alt"]
     assert len(s["rows"]) == 4 and len(alt) == 2
     assert all(r["p_holm"] == pytest.approx(min(1, 2 * r["p_value"])) for r in alt)
@@ -139,3 +142,65 @@ def test_missing_dataset_offline_is_one_line(tmp_path, capsys, monkeypatch):
     assert code == 2 and err.count("\n") == 1
     assert f"Fashion-MNIST is not in {tmp_path / 'd' / 'FashionMNIST' / 'raw'}" in err
     assert "train-images-idx3-ubyte.gz" in err
+
+
+# --- the protocol: selection seeds, confirmation seeds, integer counts, the declared family ----
+def _r(strategy, seed, test, val, n=10000):
+    """A one-epoch run scored on n test images (test is a count of correct images)."""
+    return {"strategy": strategy, "seed": seed, "test_samples": n, "history": {
+        "epoch": [1], "test_acc": [100.0 * test / n], "val_acc": [val], "epoch_time_s": [1.0],
+        "train_flops": [1], "param_updates": [1], "diverged": [False]}}
+
+
+def test_tuning_selects_on_the_seeds_common_to_every_candidate():
+    # alt at lr 0.01 has a third seed with a huge validation score; only seeds 0 and 1 are common
+    cells = [({"lr": 0.001}, [_r("standard", s, 6000, 60) for s in range(2)]
+              + [_r("alt", s, 6000, 70) for s in range(2)]),
+             ({"lr": 0.01}, [_r("standard", s, 6000, 50) for s in range(2)]
+              + [_r("alt", s, 6000, 65) for s in range(2)] + [_r("alt", 2, 6000, 100)])]
+    groups, _ = tuned_comparison(cells, ["lr"])
+    alt = groups[0]["strategies"]["alt"]
+    assert alt["lr"] == 0.001 and alt["selected_on"] == [0, 1] and alt["val_acc_mean"] == 70
+
+
+def test_confirm_seeds_compare_only_the_fresh_seeds():
+    sel = [_r("standard", s, 6000, 60) for s in range(2)] + [_r("alt", s, 9000, 70) for s in range(2)]
+    fresh = [_r("standard", s, 6000 + s, 60) for s in range(2, 5)] + [_r("alt", s, 5900 + 2 * s, 70)
+                                                                      for s in range(2, 5)]
+    cells = [({"lr": 0.001}, sel + fresh)]
+    groups, _ = tuned_comparison(cells, ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3, 4])
+    alt = groups[0]["strategies"]["alt"]
+    assert alt["seeds"] == [2, 3, 4] and alt["confirmed"]
+    d = alt["diff_vs_standard"]  # (5904 - 6002, 5906 - 6003, 5908 - 6004) / 10000 -> -0.97 points
+    assert d["pairs"] == 3 and d["mean"] == pytest.approx(-0.97)
+    biased, _ = tuned_comparison(cells, ["lr"], selection_seeds=[0, 1])
+    assert biased[0]["strategies"]["alt"]["seeds"] == [0, 1]
+    assert biased[0]["strategies"]["alt"]["diff_vs_standard"]["mean"] == pytest.approx(30.0)
+
+
+def test_three_differences_of_exactly_165_images_give_no_p_value():
+    from stats import paired
+    a = [100.0 * c / 10000 for c in (5812, 6103, 5977)]
+    b = [100.0 * (c - 165) / 10000 for c in (5812, 6103, 5977)]
+    float_diffs = np.array(a) - np.array(b)
+    assert np.ptp(float_diffs) > 0  # the trap: as floats they differ in the 15th digit
+    d = paired(a, b, n=10000)
+    assert d["p_value"] is None and d["mean"] == pytest.approx(1.65)
+    assert d["ci95_low"] == pytest.approx(1.65) and d["ci95_high"] == pytest.approx(1.65)
+
+
+def test_the_family_holm_count_equals_the_comparisons_it_declares():
+    # two groups x (alt, alt2) confirmed: 4 comparisons; one of them has no p-value (a tie)
+    def cell(depth, lr, shift):
+        runs = [_r("standard", s, 6000 + 10 * s, 60) for s in range(5)]
+        runs += [_r("alt", s, 6000 + 10 * s + shift + (s % 2), 65) for s in range(5)]
+        runs += [_r("alt2", s, 6000 + 10 * s + 7, 55) for s in range(5)]  # exactly +7 images: no p
+        return ({"depth": depth, "lr": lr}, runs)
+    cells = [cell(2, 0.001, 30), cell(3, 0.001, 40)]
+    s = summarize_sweep(cells, ["depth", "lr"], tune=("lr",), selection_seeds=[0, 1], confirm_seeds=[2, 3, 4])
+    fam = s["family"]
+    assert fam["size"] == 4 and len(fam["members"]) == 4 and fam["tests"] == 2
+    ds = [e["diff_vs_standard"] for g in s["tuned"] for n, e in g["strategies"].items() if n != "standard"]
+    smallest = min(d["p_value"] for d in ds if d["p_value"] is not None)
+    assert min(d["p_holm"] for d in ds if d["p_holm"] is not None) == pytest.approx(min(1.0, 4 * smallest))
+    assert all(r["p_holm"] is None for r in s["rows"])  # the map is not re-adjusted: not in the family
