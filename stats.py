@@ -236,11 +236,28 @@ def format_diff(d):
                                   f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
 
 
-def load_runs(folder):
-    """Every saved run in a results folder (its runs/*.json), in file order."""
+def _lr_schedule(folder):
     import json
     from pathlib import Path
-    return [json.loads(f.read_text()) for f in sorted(Path(folder, "runs").glob("*.json"))]
+    try:
+        return json.loads(Path(folder, "config.json").read_text())["settings"].get("lr_schedule", "constant")
+    except (OSError, ValueError, KeyError):
+        return "constant"
+
+
+def load_runs(folder):
+    """Every saved run in a results folder (its runs/*.json), in file order; runs saved before
+    they recorded their number of test images get it from the folder's config.json."""
+    import json
+    from pathlib import Path
+    runs = [json.loads(f.read_text()) for f in sorted(Path(folder, "runs").glob("*.json"))]
+    try:
+        n = json.loads(Path(folder, "config.json").read_text()).get("test_samples")
+    except (OSError, ValueError):
+        n = None
+    for r in runs:
+        r.setdefault("test_samples", n)
+    return runs
 
 
 def compare_folders(runs_a, runs_b, reference="standard"):
@@ -270,10 +287,12 @@ def compare_folders(runs_a, runs_b, reference="standard"):
 
 
 def equal_flops(runs, reference="standard"):
-    """Per strategy: its final accuracy minus the reference's accuracy after the reference's last
-    epoch that fits within the strategy's training FLOPs, paired by seed. With a constant learning
-    rate (as here) the reference at epoch e is exactly a reference run of e epochs, so this is the
-    compute-fair comparison of --match-budget flops at epoch granularity, from runs already made."""
+    """Per strategy: its final accuracy minus the reference's accuracy at the strategy's training
+    FLOPs, paired by seed: an approximation from runs already made. The reference's accuracy is
+    interpolated linearly between the two epochs whose cumulative FLOPs bracket the budget (not
+    rounded down to the last whole epoch); budgets beyond the reference's run are left out. It is
+    a fair stand-in for a run stopped at that budget only with a constant learning rate; with a
+    decaying schedule the real matched runs (--match-budget flops) are the comparison."""
     by = {}
     for r in runs:
         if not run_diverged(r):
@@ -281,25 +300,43 @@ def equal_flops(runs, reference="standard"):
     ref = by.get(reference, {})
     out = {}
     for name, seeds in by.items():
-        if name == reference:
+        if name == reference or budget_of(name):
             continue
         mine, theirs, epochs = [], [], []
         for s, r in seeds.items():
             if s not in ref:
                 continue
             budget = sum(r["history"]["train_flops"])
-            e = int(np.searchsorted(np.cumsum(ref[s]["history"]["train_flops"]), budget, side="right"))
-            if e:
+            at = _interpolate(ref[s]["history"], budget)
+            if at is not None:
                 mine.append(final_acc(r))
-                theirs.append(ref[s]["history"]["test_acc"][e - 1])
-                epochs.append(e)
+                theirs.append(at[1])
+                epochs.append(round(at[0], 2))
         out[name] = {**paired(mine, theirs), "reference_epochs": epochs}
     return out
 
 
+def budget_of(name):
+    return name.startswith("standard@")
+
+
+def _interpolate(history, budget):
+    """(fractional epoch, test accuracy) of a run at `budget` cumulative training FLOPs, linear
+    between the bracketing epochs (from 0 FLOPs only if the budget ends inside epoch 1: None)."""
+    cum = np.cumsum(history["train_flops"])
+    e = int(np.searchsorted(cum, budget, side="right"))  # whole epochs within the budget
+    if e == 0 or e > len(cum) or (e == len(cum) and budget > cum[-1]):
+        return None
+    if e == len(cum) or budget == cum[e - 1]:
+        return float(e), history["test_acc"][e - 1]
+    frac = (budget - cum[e - 1]) / (cum[e] - cum[e - 1])
+    acc = history["test_acc"]
+    return e + float(frac), acc[e - 1] + float(frac) * (acc[e] - acc[e - 1])
+
+
 def format_equal_flops(rows, reference="standard"):
-    head = ["strategy", "seeds", f"{reference} epochs within its FLOPs",
-            f"final acc minus {reference}'s then [95% CI]", "p", "p (Holm)"]
+    head = ["strategy", "seeds", f"{reference} epochs at its FLOPs",
+            f"final acc minus {reference}'s there [95% CI]", "p", "p (Holm)"]
     body = []
     for n, d in rows.items():
         body.append([n, str(d["pairs"]), ",".join(map(str, d["reference_epochs"])), format_diff(d),
@@ -331,18 +368,25 @@ def main(argv=None):
                    help="another results folder (e.g. the same experiment in another precision): "
                         "paired differences FOLDER_1 - FOLDER_2 per strategy, seed by seed")
     p.add_argument("--equal-flops", action="store_true",
-                   help="compare each strategy with the reference stopped at the same training FLOPs "
-                        "(its last epoch within them; valid with a constant learning rate)")
+                   help="approximate: compare each strategy with the reference's accuracy interpolated "
+                        "between epochs at the same training FLOPs (only meaningful with a constant "
+                        "lr; the exact comparison is --match-budget flops)")
     a = p.parse_args(argv)
     if a.equal_flops and not a.against:  # one Holm family over every comparison printed
         tables = {f: equal_flops(load_runs(f), a.reference) for f in a.folders}
         rows = [d for t in tables.values() for d in t.values()]
-        for d, ph in zip(rows, holm([d["p_value"] for d in rows])):
+        for d, ph in zip(rows, holm([d["p_value"] for d in rows], m=len(rows))):
             d["p_holm"] = ph
         for i, (folder, t) in enumerate(tables.items()):
             print(("\n" if i else "") + folder)
             print(format_equal_flops(t, a.reference))
-        print(f"\nHolm over the {sum(d['p_value'] is not None for d in rows)} comparisons above")
+        print(f"\nHolm over the {len(rows)} comparisons above (the family is these folders). "
+              f"APPROXIMATE: the reference's accuracy is interpolated between its epochs, which stands "
+              f"for a run stopped there only with a constant learning rate; the matched runs of "
+              f"experiments.py --match-budget flops are exact")
+        for f in tables:
+            if _lr_schedule(f) != "constant":
+                print(f"warning: {f} used lr schedule {_lr_schedule(f)}: interpolation is not a matched run there")
         return
     for i, folder in enumerate(a.folders):
         runs = load_runs(folder)

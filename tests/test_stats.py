@@ -108,13 +108,13 @@ def test_stats_cli_compares_two_folders_run_by_run(tmp_path, capsys):
     assert "0,1,2" in alt and "-2.00 [" in alt  # b's own alt - standard: -2 on every seed
 
 
-def test_equal_flops_compares_with_the_reference_stopped_at_the_same_compute():
+def test_equal_flops_interpolates_the_reference_at_the_same_compute():
     from stats import equal_flops
     runs = []
     for seed in range(3):
         runs.append(_run("standard", seed, [40 + seed, 50 + seed, 55 + seed, 58 + seed], flops=10.0))
-        # 4 epochs at 7 FLOPs = 28: standard fits 2 epochs (20), not 3 (30)
+        # 4 epochs at 7 FLOPs = 28: standard at epoch 2.8, between 50 + seed and 55 + seed
         runs.append(_run("alt", seed, [30, 40, 48, 53 + seed * 0.5], flops=7.0))
     d = equal_flops(runs)["alt"]
-    assert d["reference_epochs"] == [2, 2, 2]
-    assert d["mean"] == pytest.approx(((53 - 50) + (53.5 - 51) + (54 - 52)) / 3) and d["pairs"] == 3
+    assert d["reference_epochs"] == [2.8, 2.8, 2.8]
+    assert d["mean"] == pytest.approx(((53 - 54) + (53.5 - 55) + (54 - 56)) / 3) and d["pairs"] == 3
