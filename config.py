@@ -15,6 +15,7 @@ from data import DATASETS
 from training_loop import (LR_SCHEDULES, PRECISIONS, STANDARD, CyclicBlocks, FreezeOut, LayerFreezing,
                            LayerOut, Schedule, alternating)
 
+VERSION = "1.1.0"
 CORE = ("standard", "alternating-epoch", "alternating-batch")
 
 
@@ -143,6 +144,23 @@ def nonnegative_float(text):
     return v
 
 
+def slurm_minutes(text):
+    """A SLURM time limit in whole minutes, from minutes ('90') or sbatch's [D-]HH:MM:SS
+    ('2:00:00', '1-12:00:00'); seconds round up."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return positive_int(text)
+    t = str(text).strip()
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})", t)
+    if m:
+        d, h, mi, sec = (int(g or 0) for g in m.groups())
+        minutes = d * 1440 + h * 60 + mi + (sec > 0)
+        if minutes >= 1 and mi < 60 and sec < 60:
+            return minutes
+    elif re.fullmatch(r"\d+", t) and int(t) >= 1:
+        return int(t)
+    raise ValueError(f"must be minutes or [D-]HH:MM:SS, got {text!r}")
+
+
 def seed_spec(text):
     """'3' -> 3 (seeds 0-2); '5-9' -> (5, 6, 7, 8, 9); '0,3,7' -> (0, 3, 7). Tuples pass through."""
     if isinstance(text, (tuple, list)):
@@ -214,7 +232,7 @@ PARSERS = {
     "weight_decay": nonnegative_float, "lr_schedule": choice(*LR_SCHEDULES),
     "warmup_epochs": nonnegative_int, "metric": choice("final", "early-stopped"),
     "confirm_seeds": nonnegative_int,
-    "workers": positive_int, "threads": positive_int, "slurm_time": positive_int,
+    "workers": positive_int, "threads": positive_int, "slurm_time": slurm_minutes,
     "slurm_cpus_per_task": positive_int, "slurm_gpus_per_task": nonnegative_int,
     "launcher": choice("local", "slurm"), "slurm_array_parallelism": positive_int,
     "slurm_max_requeues": nonnegative_int,

@@ -41,6 +41,20 @@ class Dataset:
     def input_size(self):
         return self.x_train[0].numel()
 
+    def fingerprint(self):
+        """sha256 (first 16 hex digits) of the tensors actually used: train, validation and test
+        images and labels, so two folders can show they saw the same data."""
+        if getattr(self, "_fingerprint", None) is None:
+            import hashlib
+            h = hashlib.sha256()
+            for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+                if t is not None:
+                    t = t.detach().cpu().contiguous()
+                    h.update(str((tuple(t.shape), str(t.dtype))).encode())
+                    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
 
 class TensorLoader:
     """Batches of (x, y) sliced from tensors; a fresh seeded permutation each epoch if shuffle.

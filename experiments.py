@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 
 from tqdm.auto import tqdm
 
-from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, Config, ConfigError, check_config,
+from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, VERSION, Config, ConfigError, check_config,
                     default_out, expand_strategies, match_targets, matched_name, matched_reference,
                     seed_list)
 from data import DATASETS, DataError
@@ -53,6 +53,7 @@ def prepare_cell(cfg, overwrite=False, cell=None):
     data = dataset_for(cfg, device)
     store.write_config(asdict(cfg), {
         **environment(pick_device(cfg.device)), "dataset_label": data.label,
+        "data_fingerprint": data.fingerprint(),
         "train_samples": len(data.y_train), "test_samples": len(data.y_test),
         "val_samples": 0 if data.y_val is None else len(data.y_val),
         **({"cell": cell} if cell is not None else {})})
@@ -348,6 +349,45 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see python experiments.py --help\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option shows its real default: on/off switches say so, and options whose default is
+    None say in their help what that means (a test holds every flag to this)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if not action.option_strings or "default" in h or action.default is argparse.SUPPRESS:
+            return h
+        if isinstance(action, argparse._StoreTrueAction):
+            return h + " (default: off)"
+        if action.default is None or action.default == [] or isinstance(action, argparse._StoreFalseAction):
+            return h
+        return h + " (default: %(default)s)"
+
+
+class _ListStrategies(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(strategy_table())
+        parser.exit()
+
+
+def strategy_table():
+    """Every named strategy and what it does, as a plain-text table."""
+    from stats import text_table
+    rows = [[n, s.description if s else "halves switch every --switch-every batches"]
+            for n, s in STRATEGIES.items()]
+    rows += [["alternating-K", "halves switch every K batches (any whole number K)"],
+             ["standard@flops", "standard, stopped at --match-to's training FLOPs (--match-budget flops)"],
+             ["standard@time", "standard, stopped at --match-to's training seconds (--match-budget time)"]]
+    return text_table(["strategy", "what it does"], rows)
+
+
+def version_line():
+    from runs import code_version
+    c = code_version()
+    dirty = " (with uncommitted changes)" if c["dirty"] is True else ""
+    return f"alternating-freeze {VERSION}, git commit {c['commit']}{dirty}"
+
+
 def _type(name):
     """argparse type for a setting, from the one parser config.py keeps for it."""
     def parse(text):
@@ -360,44 +400,58 @@ def _type(name):
 
 
 def parse_args(argv=None):
+    p = build_parser()
+    a = vars(p.parse_args(argv))
+    for kv in a["slurm_args"]:
+        if "=" not in kv or not kv.split("=", 1)[0]:
+            p.error(f"argument --slurm-arg: expected KEY=VALUE, got {kv!r}")
+    a["tune"] = tuple(k.strip().replace("-", "_") for k in a["tune"].split(",") if k.strip())
+    return replace(Config(), **{**a, "strategies": expand_strategies(a["strategies"]),
+                                "grid": parse_grid(a["grid"]), "slurm_args": tuple(a["slurm_args"])})
+
+
+def build_parser():
+    """The command line: one flag per Config setting, defaults taken from Config."""
     d = Config()
-    p = _OneLineParser(description=__doc__.split("\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _OneLineParser(description=__doc__.split("\n")[0], formatter_class=_HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=d.dataset, choices=DATASETS,
                    help="cifar10, cifar100, mnist, fashion-mnist, svhn (torchvision: downloaded into "
                         "--data-dir, or read from it offline), folder (ImageFolder with train/ and "
                         "test/), or synthetic (generated, no files)")
-    g.add_argument("--data-dir", default=d.data_dir, help="where the data lives")
+    g.add_argument("--data-dir", default=d.data_dir, metavar="DIR", help="where the data lives")
     g.add_argument("--train-size", type=_type("train_size"), default=d.train_size,
-                   help="use a seeded random subset of this many training images")
+                   metavar="N", help="use a seeded random subset of N training images (default: all)")
     g.add_argument("--test-size", type=_type("test_size"), default=d.test_size,
-                   help="use a seeded random subset of this many test images")
-    g.add_argument("--val-size", type=_type("val_size"), default=d.val_size,
+                   metavar="N", help="use a seeded random subset of N test images (default: all)")
+    g.add_argument("--val-size", type=_type("val_size"), default=d.val_size, metavar="N",
                    help="hold out this many training images for validation (the same ones for every "
                         "strategy and seed); anything selected is selected on them")
     g = p.add_argument_group("the experiment")
-    g.add_argument("--epochs", type=_type("epochs"), default=d.epochs)
-    g.add_argument("--batch-size", type=_type("batch_size"), default=d.batch_size)
-    g.add_argument("--lr", type=_type("lr"), default=d.lr, help="learning rate")
-    g.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
+    g.add_argument("--epochs", type=_type("epochs"), default=d.epochs, metavar="N", help="epochs per run")
+    g.add_argument("--batch-size", type=_type("batch_size"), default=d.batch_size, metavar="N",
+                   help="training batch size")
+    g.add_argument("--lr", type=_type("lr"), default=d.lr, metavar="LR", help="learning rate")
+    g.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"),
+                   help="one optimizer persists across switches (its state kept)")
     g.add_argument("--seeds", type=_type("seeds"), default=d.seeds, metavar="N|A-B|A,B,...",
                    help="seeds 0..N-1, a range A-B or a list; a seed fixes initial weights and data order "
                         "for all strategies")
-    g.add_argument("--weight-decay", type=_type("weight_decay"), default=d.weight_decay,
+    g.add_argument("--weight-decay", type=_type("weight_decay"), default=d.weight_decay, metavar="WD",
                    help="adam: L2 penalty added to the gradient; adamw: decoupled decay")
     g.add_argument("--lr-schedule", default=d.lr_schedule, choices=("constant", "cosine", "linear"),
                    help="run-wide lr factor per step, decaying to 0 at the run's last step")
-    g.add_argument("--warmup-epochs", type=_type("warmup_epochs"), default=d.warmup_epochs,
+    g.add_argument("--warmup-epochs", type=_type("warmup_epochs"), default=d.warmup_epochs, metavar="N",
                    help="linear lr warmup before the schedule")
     g.add_argument("--strategies", default=",".join(d.strategies) if d.strategies != CORE else "core",
-                   help=f"comma list, 'core' ({', '.join(CORE)}) or 'all' ({', '.join(STRATEGIES)}); "
-                        "also alternating-K for any K")
-    g.add_argument("--switch-every", type=_type("switch_every"), default=d.switch_every,
+                   metavar="LIST",
+                   help=f"comma list of strategies (see --list-strategies), 'core' ({', '.join(CORE)}) "
+                        "or 'all'")
+    g.add_argument("--switch-every", type=_type("switch_every"), default=d.switch_every, metavar="K",
                    help="K batches for the alternating-k strategy")
-    g.add_argument("--lr-first", type=_type("lr_first"), default=d.lr_first,
+    g.add_argument("--lr-first", type=_type("lr_first"), default=d.lr_first, metavar="LR",
                    help="gan-style: first half's learning rate (default: --lr)")
-    g.add_argument("--lr-second", type=_type("lr_second"), default=d.lr_second,
+    g.add_argument("--lr-second", type=_type("lr_second"), default=d.lr_second, metavar="LR",
                    help="gan-style: second half's learning rate (default: 4 x --lr)")
     g.add_argument("--freeze-bn-stats", action="store_true",
                    help="frozen half's BatchNorm running statistics stay fixed too")
@@ -407,23 +461,25 @@ def parse_args(argv=None):
     g.add_argument("--match-to", default=d.match_to, metavar="STRATEGY[,...]",
                    help="reference strategies for --match-budget (in a confirmed sweep: every strategy "
                         "that used fewer FLOPs than standard)")
-    g.add_argument("--target-frac", type=_type("target_frac"), default=d.target_frac,
+    g.add_argument("--target-frac", type=_type("target_frac"), default=d.target_frac, metavar="F",
                    help="epochs-to-target uses this fraction of standard's mean final accuracy")
     g.add_argument("--metric", default=d.metric, choices=("final", "early-stopped"),
                    help="test accuracy that tables and the tuned comparison report: after the last epoch, "
                         "or at the epoch of best validation accuracy (needs --val-size)")
     g = p.add_argument_group("model and numerics")
-    g.add_argument("--depth", type=_type("depth"), default=d.depth, help="hidden blocks")
-    g.add_argument("--split", type=_type("split"), default=d.split,
+    g.add_argument("--depth", type=_type("depth"), default=d.depth, metavar="N", help="hidden blocks")
+    g.add_argument("--split", type=_type("split"), default=d.split, metavar="N",
                    help="hidden blocks in the first half (default: depth // 2, at least 1)")
-    g.add_argument("--hidden-size", type=_type("hidden_size"), default=d.hidden_size)
-    g.add_argument("--dropout", type=_type("dropout"), default=d.dropout)
+    g.add_argument("--hidden-size", type=_type("hidden_size"), default=d.hidden_size, metavar="N",
+                   help="width of every hidden block")
+    g.add_argument("--dropout", type=_type("dropout"), default=d.dropout, metavar="P",
+                   help="dropout probability after every hidden block")
     g.add_argument("--precision", default=d.precision, choices=("fp32", "bf16", "tf32"),
                    help="fp32; bf16 autocast with fp32 weights and optimizer state; tf32 (CUDA only)")
     g = p.add_argument_group("sweeps")
     g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="vary a setting (repeatable; the cells are the product): e.g. --grid "
-                        "lr=3e-4,1e-3,3e-3 --grid depth=2,4")
+                        "lr=3e-4,1e-3,3e-3 --grid depth=2,4 (default: no grid, one experiment)")
     g.add_argument("--tune", default=",".join(d.tune), metavar="KEY[,KEY...]",
                    help="grid keys each strategy tunes on validation accuracy, per group of cells that "
                         "agree on the others (default: lr, when lr is gridded)")
@@ -431,29 +487,34 @@ def parse_args(argv=None):
                    help="after tuning, run each strategy's choice on N fresh seeds (numbered after the "
                         "tuning seeds); the tuned comparison then reports only those")
     g = p.add_argument_group("running")
-    g.add_argument("--device", default=d.device, help="auto (CUDA, then MPS, else CPU), cpu, cuda, mps")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
-    g.add_argument("--out", default=d.out,
+    g.add_argument("--device", default=d.device, metavar="DEV",
+                   help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N, mps")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--out", default=d.out, metavar="DIR",
                    help="results folder (default: results/<dataset and the settings that differ from "
                         "the defaults>; dry runs: results/dry-run/...)")
     g.add_argument("--overwrite", action="store_true",
                    help="discard results already in --out instead of resuming")
     g.add_argument("--dry-run", action="store_true",
                    help="smoke check: 1 epoch of 4 batches per strategy, 1 seed")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="turn off the progress bars (shown by default)")
     g = p.add_argument_group("launching runs")
     g.add_argument("--launcher", default=d.launcher, choices=("local", "slurm"),
                    help="local: --workers processes on this machine; slurm: a job array via submitit")
-    g.add_argument("--workers", type=_type("workers"), default=d.workers,
+    g.add_argument("--workers", type=_type("workers"), default=d.workers, metavar="N",
                    help="local: concurrent run processes (torch threads are split between them; "
                         "spread over the GPUs if there are several)")
-    g.add_argument("--threads", type=_type("threads"), default=d.threads,
+    g.add_argument("--threads", type=_type("threads"), default=d.threads, metavar="N",
                    help="torch threads per run (default: cores / workers; slurm: --slurm-cpus-per-task)")
-    g.add_argument("--slurm-partition", default=d.slurm_partition)
-    g.add_argument("--slurm-time", type=_type("slurm_time"), default=d.slurm_time,
-                   help="minutes per job")
-    g.add_argument("--slurm-cpus-per-task", type=_type("slurm_cpus_per_task"), default=d.slurm_cpus_per_task)
-    g.add_argument("--slurm-gpus-per-task", type=_type("slurm_gpus_per_task"), default=d.slurm_gpus_per_task)
+    g.add_argument("--slurm-partition", default=d.slurm_partition, metavar="NAME",
+                   help="partition to submit to (default: the cluster's default partition)")
+    g.add_argument("--slurm-time", type=_type("slurm_time"), default=d.slurm_time, metavar="TIME",
+                   help="time limit per job: minutes, or [D-]HH:MM:SS as sbatch takes it (default: 60 minutes)")
+    g.add_argument("--slurm-cpus-per-task", type=_type("slurm_cpus_per_task"), default=d.slurm_cpus_per_task,
+                   metavar="N", help="CPU cores per job (and its torch threads)")
+    g.add_argument("--slurm-gpus-per-task", type=_type("slurm_gpus_per_task"), default=d.slurm_gpus_per_task,
+                   metavar="N", help="GPUs per job")
     g.add_argument("--slurm-mem", default=d.slurm_mem, metavar="MEM",
                    help="memory per job, as sbatch --mem takes it (e.g. 8G; default: the cluster's)")
     g.add_argument("--slurm-array-parallelism", type=_type("slurm_array_parallelism"),
@@ -465,16 +526,16 @@ def parse_args(argv=None):
                    help="with --overwrite: scancel the folder's live SLURM jobs first (without it, "
                         "--overwrite refuses while they run)")
     g.add_argument("--slurm-arg", dest="slurm_args", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other sbatch option, e.g. --slurm-arg account=mylab (repeatable)")
+                   help="any other sbatch option, e.g. --slurm-arg account=mylab (repeatable; default: none)")
     g.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="slurm: submit and return; rerun the same command to collect the results")
-    a = vars(p.parse_args(argv))
-    for kv in a["slurm_args"]:
-        if "=" not in kv or not kv.split("=", 1)[0]:
-            p.error(f"argument --slurm-arg: expected KEY=VALUE, got {kv!r}")
-    a["tune"] = tuple(k.strip().replace("-", "_") for k in a["tune"].split(",") if k.strip())
-    return replace(d, **{**a, "strategies": expand_strategies(a["strategies"]),
-                         "grid": parse_grid(a["grid"]), "slurm_args": tuple(a["slurm_args"])})
+                   help="slurm: do not wait for the jobs (waiting is the default): submit and return; rerun "
+                        "the same command to collect the results")
+    g = p.add_argument_group("information")
+    g.add_argument("--list-strategies", action=_ListStrategies, nargs=0, default=argparse.SUPPRESS,
+                   help="print every strategy with what it does, and exit")
+    g.add_argument("--version", action="version", version=version_line(),
+                   help="print the suite's version and git commit, and exit")
+    return p
 
 
 def main(argv=None):

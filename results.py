@@ -33,7 +33,8 @@ MARK = "alternating-freeze-results/1"
 SWEEP_MARK = "alternating-freeze-sweep/1"
 CSV_COLUMNS = ("strategy", "seed", *HISTORY_KEYS)
 OWN_FILES = ("config.json", "metrics.csv", "summary.json")
-ENVIRONMENT_KEYS = ("versions", "device", "device_name", "threads")
+# the environment of the invocation that made a folder; later invocations do not overwrite it
+ENVIRONMENT_KEYS = ("versions", "device", "device_name", "threads", "code", "command", "host", "cpu", "gpu")
 SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep_summary.json", "sweep_results.png")
 
 
@@ -357,7 +358,7 @@ class ResultsDir:
     def write_config(self, config, extra):
         """Record the settings and environment; refuse if the data differ from the stored runs'
         (same name and counts), since data_dir itself may legitimately move."""
-        for k in ("dataset_label", "train_samples", "val_samples", "test_samples"):
+        for k in ("dataset_label", "train_samples", "val_samples", "test_samples", "data_fingerprint"):
             if k in self.previous and self.previous[k] != extra.get(k):
                 raise ResultsError(f"--out {self.path} holds runs on other data ({k} was "
                                    f"{self.previous[k]!r}, now {extra.get(k)!r}); choose another "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,12 +64,45 @@ def open_cell(cfg, overwrite=False):
 
 
 def environment(device):
+    """What ran: library versions, the code (git commit, dirty flag), the command line, the CPU,
+    the GPU when one is used, and the thread count."""
     dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or
-                                                                        platform.machine())
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "torchvision": torchvision.__version__, "numpy": np.__version__},
-            "device": str(dev), "device_name": name, "threads": torch.get_num_threads()}
+            "code": code_version(), "command": " ".join(sys.argv), "host": platform.node(),
+            "device": str(dev), "device_name": gpu or cpu_model(), "cpu": cpu_model(), "gpu": gpu,
+            "threads": torch.get_num_threads()}
+
+
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform reports."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_CODE = {}
+
+
+def code_version():
+    """{"commit", "dirty"} of the git checkout this code runs from ("unknown" outside one)."""
+    if not _CODE:
+        here = os.path.dirname(os.path.abspath(__file__))
+        try:
+            commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                                    text=True, timeout=10).stdout.strip()
+            status = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+            _CODE.update(commit=commit or "unknown",
+                         dirty=bool(status.stdout.strip()) if commit and status.returncode == 0 else "unknown")
+        except (OSError, subprocess.SubprocessError):
+            _CODE.update(commit="unknown", dirty="unknown")
+    return dict(_CODE)
 
 
 def _budget(cfg, name, seed, store, model, data, after=None):
@@ -151,7 +186,7 @@ def _train_and_save(unit, device, store, lease, log, progress):
     run = {"strategy": name, "seed": seed, "history": history, "test_samples": len(data.y_test),
            "early_stopped": early_stopped(history),
            "environment": {"device": str(device), "threads": torch.get_num_threads(),
-                           "host": platform.node(), "pid": os.getpid()}}
+                           "host": platform.node(), "pid": os.getpid(), "code": code_version()}}
     store.save_run(run)
     return run
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import experiments
 from conftest import ROOT, run_cli
 
 TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
@@ -160,3 +161,55 @@ def test_a_real_process_prints_no_traceback(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert p.stderr.startswith("error: --data-dir") and p.stderr.count("\n") == 1
+
+
+def test_help_shows_every_real_default_and_no_none(capsys):
+    import argparse
+    p = experiments.build_parser()
+    text = p.format_help()
+    assert "(default: None)" not in text and "(default: True)" not in text and "(default: False)" not in text
+    fmt = experiments._HelpFormatter("experiments.py")
+    for a in p._actions:
+        if not a.option_strings or isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        h = " ".join(fmt._get_help_string(a).split())
+        if a.nargs == 0 and not isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            continue  # --list-strategies: an action, not a setting
+        assert "default" in h, a.option_strings  # a value, "off", or what none means
+        if isinstance(a, argparse._StoreFalseAction):  # --no-*: says what it turns off, not "True"
+            assert a.option_strings[0].startswith("--no-") and "default" in h and "True" not in h
+        if a.default not in (None, [], "") and not isinstance(a, argparse._StoreTrueAction) and "%(default)s" in \
+                fmt._get_help_string(a):
+            assert f"(default: {a.default})" in h % {"default": a.default}
+
+
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("2:00:00", 120), ("1-00:00:00", 1440),
+                                           ("0:00:30", 1), ("1-2:30:00", 1590)])
+def test_slurm_time_takes_minutes_or_sbatch_clock(text, minutes):
+    assert experiments.parse_args(["--slurm-time", text]).slurm_time == minutes
+
+
+def test_slurm_time_rejects_other_forms_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        experiments.main(["--slurm-time", "2h"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "--slurm-time" in err and "[D-]HH:MM:SS" in err and err.count("\n") == 1
+
+
+def test_version_and_strategy_list(capsys):
+    with pytest.raises(SystemExit):
+        experiments.parse_args(["--version"])
+    out = capsys.readouterr().out
+    assert out.startswith("alternating-freeze ") and "git commit" in out
+    with pytest.raises(SystemExit):
+        experiments.parse_args(["--list-strategies"])
+    out = capsys.readouterr().out
+    for name in ("standard", "freezeout", "layer-freezing", "cyclic-blocks", "layerout", "alternating-K"):
+        assert name in out
+
+
+@pytest.mark.parametrize("text, seeds", [("3", 3), ("5-9", (5, 6, 7, 8, 9)), ("0,3,7", (0, 3, 7)),
+                                         ("0-1,4", (0, 1, 4))])
+def test_seeds_take_counts_ranges_and_lists(text, seeds):
+    assert experiments.parse_args(["--seeds", text]).seeds == seeds
