@@ -265,11 +265,24 @@ def check_config(cfg):
         raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
     if cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError(f"--warmup-epochs ({cfg.warmup_epochs}) must be fewer than --epochs ({cfg.epochs})")
-    check_device(cfg.device, cfg.precision)
+    if cfg.launcher == "slurm":  # the nodes, not this submit host, have (or lack) the GPUs: they check
+        check_device_name(cfg.device, cfg.precision)
+    else:
+        check_device(cfg.device, cfg.precision)
+
+
+def check_device_name(dev, precision="fp32"):
+    """What a submit host can check without the run's hardware: the device and precision names."""
+    if dev not in ("auto", "cpu", "mps") and not re.fullmatch(r"cuda(:\d+)?", dev):
+        raise ConfigError(f"unknown --device {dev!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if precision == "tf32" and dev in ("cpu", "mps"):
+        raise ConfigError(f"--precision tf32 needs a CUDA GPU (TF32 is a tensor-core format), not --device {dev}")
 
 
 def check_device(dev, precision="fp32"):
+    """Check the device and precision against this machine (where the run executes)."""
     import torch
+    check_device_name(dev, precision)
     cuda = torch.cuda.is_available()
     if dev.startswith("cuda") and not cuda:
         raise ConfigError(f"--device {dev} was asked for, but CUDA is not available on this machine; "
@@ -277,11 +290,30 @@ def check_device(dev, precision="fp32"):
     if dev == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("--device mps was asked for, but MPS is not available on this machine; "
                           "use --device cpu or --device auto")
-    if dev not in ("auto", "cpu", "mps") and not dev.startswith("cuda"):
-        raise ConfigError(f"unknown --device {dev!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if dev.startswith("cuda:") and cuda and int(dev[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {dev} was asked for, but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if precision == "bf16" and (dev == "mps" or (dev == "auto" and not cuda and _mps())) and \
+            not _mps_bf16():
+        raise ConfigError("--precision bf16 on MPS needs macOS 14 or later and a torch that supports it; "
+                          "use --precision fp32 there")
     if precision == "tf32" and (not cuda or dev in ("cpu", "mps")):
         raise ConfigError("--precision tf32 needs a CUDA GPU (TF32 is a tensor-core format); "
                           "use --precision fp32 or bf16 here")
+
+
+def _mps():
+    import torch
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def _mps_bf16():
+    import torch
+    try:
+        torch.ones(1, device="mps", dtype=torch.bfloat16)
+        return True
+    except (RuntimeError, TypeError):
+        return False
 
 
 def default_out(cfg, root="results"):

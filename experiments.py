@@ -52,12 +52,20 @@ def prepare_cell(cfg, overwrite=False, cell=None):
     store = open_cell(cfg, overwrite)
     data = dataset_for(cfg, device)
     store.write_config(asdict(cfg), {
-        **environment(pick_device(cfg.device)), "dataset_label": data.label,
+        **_submit_environment(cfg), "dataset_label": data.label,
         "data_fingerprint": data.fingerprint(),
         "train_samples": len(data.y_train), "test_samples": len(data.y_test),
         "val_samples": 0 if data.y_val is None else len(data.y_val),
         **({"cell": cell} if cell is not None else {})})
     return store, data
+
+
+def _submit_environment(cfg):
+    """The environment config.json records for this invocation. Under SLURM the device is the
+    nodes' business (this host may have no GPU): each run's file records the node's own."""
+    if cfg.launcher == "local":
+        return environment(pick_device(cfg.device))
+    return {**environment("cpu"), "device": f"{cfg.device} (chosen on each SLURM node)", "device_name": None}
 
 
 def units_of(cfg, store):

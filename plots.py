@@ -116,9 +116,10 @@ def plot_comparison(runs, summary, path=None, title=""):
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=style(n)[0], ls=style(n)[1], lw=2) for n in names]
-    fig.legend(handles, [_legend_label(n, groups[n]) for n in names], loc="lower center",
-               ncol=min(len(names), 5), frameon=False, fontsize=11)
-    n_seeds = max(len(g) for g in groups.values())
+    if names:  # a folder whose runs all failed still gets its (empty) figure
+        fig.legend(handles, [_legend_label(n, groups[n]) for n in names], loc="lower center",
+                   ncol=min(len(names), 5), frameon=False, fontsize=11)
+    n_seeds = max((len(g) for g in groups.values()), default=0)
     fig.suptitle(f"{title}\nlines: mean over {n_seeds} seed{'s' * (n_seeds > 1)}"
                  + ("; bands: +-1 std" if n_seeds > 1 else ""), fontsize=13)
     fig.tight_layout(rect=(0, 0.05 + 0.025 * ((len(names) - 1) // 5), 1, 0.93))

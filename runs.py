@@ -186,7 +186,9 @@ def _train_and_save(unit, device, store, lease, log, progress):
     run = {"strategy": name, "seed": seed, "history": history, "test_samples": len(data.y_test),
            "early_stopped": early_stopped(history),
            "environment": {"device": str(device), "threads": torch.get_num_threads(),
-                           "host": platform.node(), "pid": os.getpid(), "code": code_version()}}
+                           "host": platform.node(), "pid": os.getpid(), "code": code_version(),
+                           "cpu": cpu_model(), "gpu": torch.cuda.get_device_name(device)
+                           if device.type == "cuda" else None}}
     store.save_run(run)
     return run
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,33 +230,70 @@ def make_optimizer(name, param_groups, lr, weight_decay=0.0, momentum=0.9, devic
 
 
 class Stopwatch:
-    """Wall time of a region: CUDA events on a GPU, perf_counter elsewhere."""
+    """Wall time of a region on `device`: CUDA events recorded on that GPU's stream (not the
+    current GPU's), MPS and CPU by perf_counter after a synchronisation, so queued work counts."""
 
     def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
 
     def start(self):
-        if self.cuda:
-            self._start = torch.cuda.Event(enable_timing=True)
-            self._start.record()
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                self._start = torch.cuda.Event(enable_timing=True)
+                self._start.record()
         else:
+            synchronize(self.device)
             self._t0 = time.perf_counter()
 
     def stop(self):
         """Seconds since start(); synchronises once."""
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            end.synchronize()
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                end.synchronize()
             return self._start.elapsed_time(end) / 1000.0
+        synchronize(self.device)
         return time.perf_counter() - self._t0
+
+
+def synchronize(device):
+    """Wait for the work queued on `device` (GPUs run behind the host)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@contextmanager
+def tf32_matmuls():
+    """TF32 tensor-core matmuls (cuBLAS and cuDNN) for everything inside, forward and backward;
+    the previous flags come back on exit. The flags only matter on CUDA."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def training_numerics(precision="fp32", device="cpu"):
+    """What spans a whole training loop, backward passes included: TF32 matmuls for tf32
+    (autocast, for bf16, wraps only each forward pass: see precision_context)."""
+    if precision == "tf32":
+        if torch.device(device).type != "cuda":
+            raise ValueError("precision tf32 needs a CUDA device")
+        return tf32_matmuls()
+    return nullcontext()
 
 
 @contextmanager
 def precision_context(precision="fp32", device="cpu"):
     """The numerics of a forward pass. fp32: plain float32. bf16: autocast to bfloat16 (weights,
     gradients and optimizer state stay float32; on CPUs with avx512_bf16 and on GPUs the GEMMs
-    run about 2-4x faster). tf32: float32 storage with TF32 tensor-core matmuls (CUDA only)."""
+    run about 2-4x faster). tf32: float32 storage with TF32 tensor-core matmuls (CUDA only;
+    train() keeps them on through the backward pass too, see training_numerics)."""
     device = torch.device(device)
     if precision == "fp32":
         yield
@@ -266,12 +303,8 @@ def precision_context(precision="fp32", device="cpu"):
     elif precision == "tf32":
         if device.type != "cuda":
             raise ValueError("precision tf32 needs a CUDA device")
-        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
+        with tf32_matmuls():
             yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
     else:
         raise ValueError(f"unknown precision {precision!r} (choose {', '.join(PRECISIONS)})")
 
@@ -414,73 +447,76 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
     watch = Stopwatch(device)
     out_of_budget = False
     epochs = tqdm(range(len(history["epoch"]), num_epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in epochs:
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        n = steps = steps_first = steps_second = updates = flops = 0
-        trainable = None  # evaluation put every unit back in train mode: apply the schedule again
-        watch.start()
-        epoch_t0 = time.perf_counter()
-        for x, y in train_loader:
-            phase, factors = schedule.at(epoch, at["step"], run)
-            now = frozenset(u for u, f in enumerate(factors) if f > 0)
-            if now != trainable:
-                model.set_trainable_units(now, freeze_bn_stats, schedule.eval_frozen)
-                trainable = now
-            if phase != at["phase"]:
-                if reset_optimizer and at["phase"] is not None:
-                    opts.build()  # fresh Adam: moments and step counts start from zero
-                at["phase"] = phase
-            opts.set_lr(lr_multiplier(lr_schedule, at["step"], run.total_steps, warmup_steps), factors)
-            halves, per_sample, params = cost(trainable)
-            step_flops = per_sample * y.shape[0]
-            if max_flops is not None and at["total_flops"] + flops + step_flops > max_flops:
-                out_of_budget = True
+    with training_numerics(precision, device):  # tf32: forward and backward
+        for epoch in epochs:
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            n = steps = steps_first = steps_second = updates = flops = 0
+            trainable = None  # evaluation put every unit back in train mode: apply the schedule again
+            watch.start()
+            epoch_t0 = time.perf_counter()
+            for x, y in train_loader:
+                phase, factors = schedule.at(epoch, at["step"], run)
+                now = frozenset(u for u, f in enumerate(factors) if f > 0)
+                if now != trainable:
+                    model.set_trainable_units(now, freeze_bn_stats, schedule.eval_frozen)
+                    trainable = now
+                if phase != at["phase"]:
+                    if reset_optimizer and at["phase"] is not None:
+                        opts.build()  # fresh Adam: moments and step counts start from zero
+                    at["phase"] = phase
+                opts.set_lr(lr_multiplier(lr_schedule, at["step"], run.total_steps, warmup_steps), factors)
+                halves, per_sample, params = cost(trainable)
+                step_flops = per_sample * y.shape[0]
+                if max_flops is not None and at["total_flops"] + flops + step_flops > max_flops:
+                    out_of_budget = True
+                    break
+                if max_seconds is not None:
+                    synchronize(device)  # host time runs ahead of a GPU: count the queued steps
+                if max_seconds is not None and at["total_seconds"] + time.perf_counter() - epoch_t0 > max_seconds:
+                    out_of_budget = True
+                    break
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with precision_context(precision, device):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
+                model.zero_grad(set_to_none=True)  # frozen params keep grad=None: optimizers skip them
+                loss.backward()
+                opts.step(halves)
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (logits.detach().argmax(1) == y).sum()  # in train mode: dropout on
+                n += y.shape[0]
+                at["step"] += 1
+                steps += 1
+                steps_first += FIRST in halves
+                steps_second += SECOND in halves
+                updates += params
+                flops += step_flops
+            train_loss = loss_sum.item() / max(n, 1)  # the epoch's host syncs
+            train_acc = 100.0 * correct.item() / max(n, 1)
+            seconds = watch.stop()
+            at["total_flops"] += flops
+            at["total_seconds"] += seconds
+            if steps == 0:
                 break
-            if max_seconds is not None and at["total_seconds"] + time.perf_counter() - epoch_t0 > max_seconds:
-                out_of_budget = True
+            eval_watch = Stopwatch(device)
+            eval_watch.start()
+            val_loss, val_acc = (evaluate_model(model, val_loader, device, precision)
+                                 if val_loader is not None else (None, None))
+            test_loss, test_acc = evaluate_model(model, test_loader, device, precision)
+            eval_seconds = eval_watch.stop()
+            diverged = not all(math.isfinite(v) for v in (train_loss, test_loss, val_loss or 0.0))
+            for k, v in zip(HISTORY_KEYS, (epoch + 1, train_loss, train_acc, val_loss, val_acc, test_loss,
+                                           test_acc, seconds, eval_seconds, steps, steps_first, steps_second,
+                                           updates, flops, diverged)):
+                history[k].append(v)
+            epochs.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.2f}")
+            if diverged or out_of_budget:
                 break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with precision_context(precision, device):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-            model.zero_grad(set_to_none=True)  # frozen params keep grad=None: optimizers skip them
-            loss.backward()
-            opts.step(halves)
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()  # in train mode: dropout on
-            n += y.shape[0]
-            at["step"] += 1
-            steps += 1
-            steps_first += FIRST in halves
-            steps_second += SECOND in halves
-            updates += params
-            flops += step_flops
-        train_loss = loss_sum.item() / max(n, 1)  # the epoch's host syncs
-        train_acc = 100.0 * correct.item() / max(n, 1)
-        seconds = watch.stop()
-        at["total_flops"] += flops
-        at["total_seconds"] += seconds
-        if steps == 0:
-            break
-        eval_watch = Stopwatch(device)
-        eval_watch.start()
-        val_loss, val_acc = (evaluate_model(model, val_loader, device, precision)
-                             if val_loader is not None else (None, None))
-        test_loss, test_acc = evaluate_model(model, test_loader, device, precision)
-        eval_seconds = eval_watch.stop()
-        diverged = not all(math.isfinite(v) for v in (train_loss, test_loss, val_loss or 0.0))
-        for k, v in zip(HISTORY_KEYS, (epoch + 1, train_loss, train_acc, val_loss, val_acc, test_loss,
-                                       test_acc, seconds, eval_seconds, steps, steps_first, steps_second,
-                                       updates, flops, diverged)):
-            history[k].append(v)
-        epochs.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.2f}")
-        if diverged or out_of_budget:
-            break
-        if on_epoch_end is not None:
-            on_epoch_end({"model": model.state_dict(), "optimizers": opts.state_dict(),
-                          "loader": train_loader.state_dict(), "rng": rng_state(device), "at": dict(at),
-                          "history": history})
+            if on_epoch_end is not None:
+                on_epoch_end({"model": model.state_dict(), "optimizers": opts.state_dict(),
+                              "loader": train_loader.state_dict(), "rng": rng_state(device), "at": dict(at),
+                              "history": history})
     model.set_trainable(BOTH)
     model.train()
     return history

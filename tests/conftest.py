@@ -10,6 +10,14 @@ sys.path.insert(0, str(ROOT))
 from data import TensorLoader, make_synthetic  # noqa: E402
 
 
+def pytest_configure(config):
+    """With --device cpu (the default) hide any GPU, so that tests which go through --device auto
+    (the CLI's default) also run on the CPU, in this process and in the ones it starts."""
+    import os
+    if config.getoption("--device") == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu",
                      help="device for the device-dependent tests (those using the `device` fixture), "
@@ -37,9 +45,13 @@ def run_cli(args, capsys):
 
 
 @pytest.fixture(scope="session")
-def tiny():
-    """A small synthetic CIFAR-shaped dataset: 512 train, 256 test images."""
-    return make_synthetic(512, 256, seed=0)
+def tiny(device):
+    """A small synthetic CIFAR-shaped dataset: 512 train, 256 test images, on the test device
+    (so that pytest --device cuda exercises the GPU-resident loader)."""
+    ds = make_synthetic(512, 256, seed=0)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        setattr(ds, name, getattr(ds, name).to(device))
+    return ds
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 import experiments
 from conftest import ROOT
@@ -72,6 +73,7 @@ def test_slurm_without_sbatch_is_one_line(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "sbatch is not on the PATH" in err
 
 
+@pytest.mark.slow
 def test_slurm_sweep_equals_the_local_sweep(slurm, tmp_path):
     sweep = TINY + ["--seeds", "1", "--grid", "lr=1e-3,3e-3"]
     p = subprocess.run([sys.executable, "experiments.py", *sweep, "--launcher", "slurm",
@@ -87,6 +89,7 @@ def test_slurm_sweep_equals_the_local_sweep(slurm, tmp_path):
     assert table[0] == table[1] and len(table[0]) == 6
 
 
+@pytest.mark.slow
 def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, tmp_path):
     out = tmp_path / "out"
     base = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
@@ -130,3 +133,19 @@ def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, 
     local = base + ["--workers", "2", "--threads", "1", "--out", str(tmp_path / "local")]
     assert subprocess.run(local, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     assert _results(out) == _results(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_slurm_gpu_job_is_submitted_from_a_host_without_cuda_and_fails_on_the_node_in_one_line(slurm, tmp_path):
+    """The submit host cannot know the nodes' GPUs, so it submits; the job checks its own node
+    (here: none, as on this CPU machine) and stops with the one-line error, not a traceback."""
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "experiments.py", *TINY, "--seeds", "1", "--strategies", "standard",
+                        "--device", "cuda", "--launcher", "slurm", "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert "submitted 1 runs as SLURM job array" in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 1 and "did not finish" in p.stdout + p.stderr
+    logs = list((out / "slurm").glob("*_log.err"))
+    text = "".join(f.read_text() for f in logs)
+    assert "error: --device cuda was asked for, but CUDA is not available on this machine" in text
+    assert "Traceback" not in text

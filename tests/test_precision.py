@@ -75,9 +75,10 @@ def test_precision_keys_the_results_folder(tmp_path, capsys):
 def test_tf32_trains_on_cuda(loaders, device):
     if device.type != "cuda":
         pytest.skip("tf32 is a CUDA format (run pytest --device cuda on a GPU machine)")
+    before = torch.backends.cuda.matmul.allow_tf32
     h = train(SimpleNN(), *loaders, num_epochs=2, precision="tf32", device=device)
     assert all(torch.isfinite(torch.tensor(h["train_loss"])))
-    assert not torch.backends.cuda.matmul.allow_tf32  # restored after the run
+    assert torch.backends.cuda.matmul.allow_tf32 == before  # restored (containers may force it on)
 
 
 def test_tf32_without_cuda_is_one_line(capsys, monkeypatch):
@@ -86,3 +87,31 @@ def test_tf32_without_cuda_is_one_line(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs a CUDA GPU" in err and "Traceback" not in err
 
+
+
+def test_tf32_context_spans_the_backward_pass():
+    """The flags that decide TF32 matmuls are read when each kernel launches, backward ones too:
+    read them from a backward hook inside the context train() wraps its loop in."""
+    from training_loop import tf32_matmuls
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    seen = []
+    model = SimpleNN(input_size=8)
+    model.fc2.register_full_backward_hook(lambda *a: seen.append(
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)))
+    with tf32_matmuls():
+        model(torch.randn(4, 8)).sum().backward()
+    assert seen == [(True, True)]
+    # restored to what it was (a container may force it on: compare, do not assume False)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_train_wraps_its_whole_loop_in_the_training_numerics(monkeypatch, loaders):
+    import training_loop
+    entered = []
+
+    def spy(precision, device):
+        entered.append(precision)
+        return training_loop.nullcontext()
+    monkeypatch.setattr(training_loop, "training_numerics", spy)
+    training_loop.train(SimpleNN(), *loaders, num_epochs=1, precision="fp32", device="cpu")
+    assert entered == ["fp32"]
