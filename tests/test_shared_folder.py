@@ -218,3 +218,79 @@ def test_overwrite_with_live_slurm_jobs_is_refused_in_one_line(slurm, tmp_path):
         assert json.loads((out / "summary.json").read_text())["complete"]
     finally:
         subprocess.run(["scancel", job.split("_")[0]], capture_output=True)
+
+
+def _workers_of(token, parent=None):
+    """Worker processes (spawned interpreters) started under CHAOS_TOKEN=token, orphans included
+    unless `parent` names the coordinator they must belong to."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            env = open(f"/proc/{d}/environ", "rb").read()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and f"CHAOS_TOKEN={token}".encode() in env.split(b"\0"):
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent is None or ppid == parent:
+                pids.append(int(d))
+    return pids
+
+
+@pytest.mark.slow
+def test_chaos_random_sigkills_of_workers_and_coordinators_lose_and_duplicate_nothing(tmp_path):
+    """12 runs on 2 workers; at seeded random moments SIGKILL a worker or the coordinator (whose
+    workers then finish their run as orphans), restarting the command after each coordinator
+    kill; then rerun to completion. The fp32 metrics must equal an uninterrupted run's, every
+    run must be saved once under the folder's settings, and nothing may be left behind."""
+    import random
+    import uuid
+    rng = random.Random(20261127)
+    args = BASE + ["--train-size", "6000", "--epochs", "6", "--seeds", "4",
+                   "--strategies", "standard,alternating-epoch,alternating-batch", "--workers", "2"]
+    ref = tmp_path / "uninterrupted"
+    assert subprocess.run([sys.executable, "experiments.py", *args, "--out", str(ref)], cwd=ROOT,
+                          capture_output=True, timeout=600).returncode == 0
+    out, token = tmp_path / "chaos", uuid.uuid4().hex
+    env = {**os.environ, "CHAOS_TOKEN": token}
+    cmd = [sys.executable, "experiments.py", *args, "--out", str(out)]
+    kills, proc, t0 = [], None, time.time()
+    while len(kills) < 8 and len(list((out / "runs").glob("*.json"))) < 12:
+        assert time.time() - t0 < 600, f"chaos did not finish; kills so far {kills}"
+        if proc is None or proc.poll() is not None:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not _workers_of(token, proc.pid):  # kill once work is under way
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.5, 4.0))
+        if proc.poll() is not None:
+            continue
+        victim = rng.choice(["worker", "coordinator"])
+        workers = _workers_of(token)
+        if victim == "worker" and workers:
+            os.kill(rng.choice(workers), 9)
+        else:
+            victim = "coordinator"
+            os.kill(proc.pid, 9)
+            proc.wait()
+        kills.append(victim)
+    if proc is not None and proc.poll() is None:
+        proc.wait(timeout=600)
+    while _workers_of(token):  # orphans finish the run they hold, then exit
+        assert time.time() - t0 < 900
+        time.sleep(0.2)
+    assert len(kills) >= 6 and {"worker", "coordinator"} <= set(kills), kills
+    final = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert _metrics(out) == _metrics(ref)
+    runs = [json.loads(f.read_text()) for f in (out / "runs").glob("*.json")]
+    folder_hash = json.loads((out / "config.json").read_text())
+    expected = settings_hash(folder_hash["settings"], experiments.DEFAULT_KEY)
+    assert len(runs) == 12 and len({(r["strategy"], r["seed"]) for r in runs}) == 12
+    assert all(r["settings_hash"] == expected for r in runs)
+    assert _leftovers(out) == [] and not list(out.rglob("*.pt")) and not list(out.rglob("*.tmp"))
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
