@@ -70,8 +70,11 @@ def _worker(tasks, events, threads, device):
             try:
                 item = tasks.get(timeout=1.0)
             except queue.Empty:
-                if os.getppid() != parent:
-                    return  # orphaned: the coordinator was killed
+                if os.getppid() != parent:  # orphaned: the coordinator was killed
+                    # nobody reads the events any more, and other orphans keep the pipe open: without
+                    # this, exiting would wait forever to flush what this worker put there
+                    events.cancel_join_thread()
+                    return
                 continue
             if item is None:
                 return

@@ -331,3 +331,35 @@ def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=
     ax.errorbar(mx, my, yerr=None if ylo is None else [[my - ylo], [yhi - my]],
                 xerr=None if xlo is None else [[mx - xlo], [xhi - mx]], fmt=marker, color=color,
                 mfc="none" if hollow else color, capsize=3, label=label)
+
+
+# --- the headline forest plot -----------------------------------------------------------------
+def plot_forest(rows, path=None, title=""):
+    """One row per paired comparison (mean and 95% interval, in points), grouped by section."""
+    sections = list(dict.fromkeys(r["section"] for r in rows))
+    fig = Figure(figsize=(10, 1.2 + 0.32 * (len(rows) + 1.5 * len(sections))))
+    ax = fig.subplots()
+    y, ticks, labels = 0, [], []
+    for sec in sections:
+        ax.text(0.0, y, sec, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                fontsize=9, fontweight="bold")
+        y += 1
+        for r in (r for r in rows if r["section"] == sec):
+            if r["mean"] is not None:
+                err = None if r["ci95_low"] is None else [[r["mean"] - r["ci95_low"]], [r["ci95_high"] - r["mean"]]]
+                ax.errorbar(r["mean"], y, xerr=err, fmt="o", color="k" if r["ci95_low"] is None or
+                            r["ci95_low"] <= 0 <= r["ci95_high"] else "C3", capsize=3)
+            ticks.append(y)
+            labels.append(f"{r['label']} (n={r['seeds']})")
+            y += 1
+        y += 0.5
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.set_ylim(y - 0.5, -0.8)
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_xlabel("difference in test accuracy (points); red: the interval excludes 0")
+    ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig

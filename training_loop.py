@@ -210,6 +210,21 @@ def pick_device(name="auto"):
     return torch.device("cpu")
 
 
+def fast_bf16(device):
+    """Whether bf16 matmuls run natively on `device`: a CUDA GPU that supports bf16, or a CPU
+    with AVX512-BF16 or AMX (Linux's /proc/cpuinfo flags); elsewhere bf16 is emulated and slow."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
 def make_optimizer(name, param_groups, lr, weight_decay=0.0, momentum=0.9, device="cpu"):
     """Adam (default; weight decay as L2, added to the gradient), AdamW (decoupled weight decay)
     or SGD with momentum, over explicit parameter groups.

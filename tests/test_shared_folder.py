@@ -251,7 +251,7 @@ def test_chaos_random_sigkills_of_workers_and_coordinators_lose_and_duplicate_no
     import random
     import uuid
     rng = random.Random(20261127)
-    args = BASE + ["--train-size", "6000", "--epochs", "6", "--seeds", "4",
+    args = BASE + ["--train-size", "4000", "--epochs", "5", "--seeds", "4",
                    "--strategies", "standard,alternating-epoch,alternating-batch", "--workers", "2"]
     ref = tmp_path / "uninterrupted"
     assert subprocess.run([sys.executable, "experiments.py", *args, "--out", str(ref)], cwd=ROOT,
@@ -266,7 +266,7 @@ def test_chaos_random_sigkills_of_workers_and_coordinators_lose_and_duplicate_no
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while proc.poll() is None and not _workers_of(token, proc.pid):  # kill once work is under way
             time.sleep(0.1)
-        time.sleep(rng.uniform(0.5, 4.0))
+        time.sleep(rng.uniform(0.5, 3.0))
         if proc.poll() is not None:
             continue
         victim = rng.choice(["worker", "coordinator"])
@@ -278,6 +278,7 @@ def test_chaos_random_sigkills_of_workers_and_coordinators_lose_and_duplicate_no
             os.kill(proc.pid, 9)
             proc.wait()
         kills.append(victim)
+        print(f"chaos: killed a {victim} at {time.time() - t0:.0f} s", flush=True)
     if proc is not None and proc.poll() is None:
         proc.wait(timeout=600)
     while _workers_of(token):  # orphans finish the run they hold, then exit
