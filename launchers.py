@@ -58,13 +58,14 @@ def run_inprocess(units, on_done, device=None, threads=None, progress=False, log
 
 
 # --- local worker processes --------------------------------------------------------------
-def _worker(tasks, events, threads, device):
-    """A worker process: run the units the coordinator hands it, one at a time, and report each
-    end. It exits at the sentinel, or when the coordinator is gone."""
+def _worker(tasks, events, threads, device, parent):
+    """A worker process: run the units the coordinator (pid `parent`) hands it, one at a time,
+    and report each end. It exits at the sentinel, or when the coordinator is gone. The pid
+    comes from the coordinator: one read here could already be init's, if the coordinator died
+    while this interpreter was still starting."""
     torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)  # events, streams and new tensors on this worker's GPU
-    parent = os.getppid()
     try:
         while True:
             try:
@@ -111,7 +112,8 @@ def run_local(units, on_done, workers, device="auto", threads=None, log=print):
 
         def start(slot):
             tasks = ctx.Queue()
-            p = ctx.Process(target=_worker, args=(tasks, events, threads, devices[slot]), daemon=True)
+            p = ctx.Process(target=_worker, args=(tasks, events, threads, devices[slot], os.getpid()),
+                            daemon=True)
             p.start()
             slots[slot] = [p, tasks, None]
 

@@ -1,5 +1,7 @@
 """The GPU path, checked where a CPU can check it: device lists for workers, set_device, device
 names validated where the run executes, one-line errors, timing that waits for queued work."""
+import os
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ def test_workers_get_distinct_gpus_and_set_their_device(monkeypatch):
     class Tasks:
         def get(self, timeout):
             return None  # the sentinel: exit at once
-    launchers._worker(Tasks(), None, 1, "cuda:1")
+    launchers._worker(Tasks(), None, 1, "cuda:1", os.getpid())
     assert calls == ["cuda:1"]
 
 

@@ -149,3 +149,25 @@ def test_slurm_gpu_job_is_submitted_from_a_host_without_cuda_and_fails_on_the_no
     text = "".join(f.read_text() for f in logs)
     assert "error: --device cuda was asked for, but CUDA is not available on this machine" in text
     assert "Traceback" not in text
+
+
+def test_a_worker_whose_coordinator_died_before_it_started_exits():
+    """The chaos test found this: a worker that read its parent's pid itself got init's when the
+    coordinator was killed during its start-up, and then waited for tasks forever."""
+    import queue
+
+    import launchers
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cancelled = []
+
+    class NoTasks:
+        def get(self, timeout):
+            raise queue.Empty
+
+    class Events:
+        def cancel_join_thread(self):
+            cancelled.append(True)
+    t0 = time.time()
+    launchers._worker(NoTasks(), Events(), 1, "cpu", dead.pid)
+    assert time.time() - t0 < 5 and cancelled == [True]

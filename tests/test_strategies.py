@@ -191,3 +191,52 @@ def test_named_strategies_use_these_schedules():
     assert isinstance(strategy("layer-freezing", cfg).schedule, LayerFreezing)
     assert strategy("cyclic-blocks-random", cfg).schedule.order == "random"
     assert isinstance(strategy("layerout", cfg).schedule, LayerOut)
+
+
+def test_steps_within_a_flops_budget():
+    from runs import steps_within
+    # 10 samples per epoch in batches of 4: 4, 4, 2 -> 40, 40, 20 FLOPs at 10 per sample
+    assert steps_within(100, 10, 10, 4) == 3
+    assert steps_within(99, 10, 10, 4) == 2
+    assert steps_within(180, 10, 10, 4) == 5   # one epoch (100) + 40 + 40
+    assert steps_within(39, 10, 10, 4) == 0
+
+
+def test_matched_run_stops_within_one_step_and_fits_its_schedule(tmp_path):
+    """standard@flops=alternating-epoch under a cosine: it trains exactly the standard steps that
+    fit in alternating's FLOPs, and its schedule ends there (total_steps = those steps)."""
+    import json
+
+    import experiments
+    from models import FreezableMLP
+    from runs import steps_within
+    args = ["--dataset", "synthetic", "--train-size", "640", "--test-size", "128", "--batch-size", "64",
+            "--epochs", "3", "--seeds", "1", "--strategies", "alternating-epoch", "--lr-schedule", "cosine",
+            "--match-budget", "flops", "--match-to", "alternating-epoch", "--no-progress",
+            "--out", str(tmp_path)]
+    assert experiments.main(args) == 0
+    ref = json.loads((tmp_path / "runs" / "alternating-epoch__seed0.json").read_text())["history"]
+    matched = json.loads((tmp_path / "runs" / "standard_at_flops=alternating-epoch__seed0.json").read_text())["history"]
+    budget = sum(ref["train_flops"])
+    per_sample = FreezableMLP(3072, (512, 512), 10).unit_train_flops(frozenset({0, 1, 2}))
+    steps = steps_within(budget, per_sample, 640, 64)
+    assert sum(matched["steps"]) == steps and sum(matched["train_flops"]) <= budget
+    assert budget - sum(matched["train_flops"]) < 64 * per_sample  # within one step
+
+
+def test_the_matched_run_is_given_its_fitted_schedule(monkeypatch, tmp_path):
+    import experiments
+    import runs
+    seen = {}
+    real = runs.train
+
+    def spy(*a, **kw):
+        if kw.get("max_flops") is not None:
+            seen.update(total_steps=kw["total_steps"], lr_schedule=kw["lr_schedule"])
+        return real(*a, **kw)
+    monkeypatch.setattr(runs, "train", spy)
+    args = ["--dataset", "synthetic", "--train-size", "640", "--test-size", "128", "--batch-size", "64",
+            "--epochs", "3", "--seeds", "1", "--strategies", "alternating-batch", "--lr-schedule", "cosine",
+            "--match-budget", "flops", "--no-progress", "--out", str(tmp_path)]
+    assert experiments.main(args) == 0
+    assert seen["lr_schedule"] == "cosine" and 0 < seen["total_steps"] < 3 * 10
