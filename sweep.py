@@ -270,8 +270,10 @@ def _best_cell(name, members, tune, metric, selection_seeds):
     for k in tune:
         options = sorted({v[k] for v, _ in mine}, key=_order)
         numeric = all(_order(o)[0] == 0 for o in options)
-        edges[k] = (None if len(options) < 2 or not numeric else "lowest" if values[k] == options[0]
-                    else "highest" if values[k] == options[-1] else None)
+        # 0 at the low end (no weight decay, no warmup) is a floor, not an edge: nothing lies below
+        edges[k] = (None if len(options) < 2 or not numeric else
+                    "lowest" if values[k] == options[0] and values[k] != 0 else
+                    "highest" if values[k] == options[-1] else None)
     return {"choice": {k: values[k] for k in tune}, "cell": values, "edges": edges, "val": scores[best][0],
             "seeds": sorted(common), "runs": scores[best][1], "all_runs": rs}
 
