@@ -285,12 +285,15 @@ def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print
     extra = dict(a.split("=", 1) for a in cfg.slurm_args)
     if cfg.slurm_mem:
         extra["mem"] = cfg.slurm_mem
+    # submitit's own options (not sbatch's): how long before the time limit SLURM sends USR2,
+    # on which the job saves its place and requeues itself
+    own = {f"slurm_{k}": int(extra.pop(k)) for k in ("signal_delay_s",) if k in extra}
     executor.update_parameters(
         name="alternating-freeze", timeout_min=cfg.slurm_time, cpus_per_task=cfg.slurm_cpus_per_task,
         slurm_partition=cfg.slurm_partition, slurm_additional_parameters=extra,
         slurm_setup=[f"export PYTHONPATH={ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"],
         **({"slurm_array_parallelism": cfg.slurm_array_parallelism} if cfg.slurm_array_parallelism else {}),
-        **({"slurm_gpus_per_task": cfg.slurm_gpus_per_task} if cfg.slurm_gpus_per_task else {}))
+        **({"slurm_gpus_per_task": cfg.slurm_gpus_per_task} if cfg.slurm_gpus_per_task else {}), **own)
     failed = []
     chunk = max(1, max_array_size())
     for wave in waves(units):

@@ -171,3 +171,44 @@ def test_a_worker_whose_coordinator_died_before_it_started_exits():
     t0 = time.time()
     launchers._worker(NoTasks(), Events(), 1, "cpu", dead.pid)
     assert time.time() - t0 < 5 and cancelled == [True]
+
+
+@pytest.mark.slow
+def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_run(slurm, tmp_path):
+    """Two runs in one array with a 1-minute limit and USR2 30 s before it. Seed 0 also gets
+    `scancel --signal=USR2` early (what a preemption sends). Each job saves its place at
+    SIGUSR2, requeues itself, resumes from its last epoch, and ends with the same history as
+    one uninterrupted run (the same thread count)."""
+    out = tmp_path / "out"
+    base = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
+            "--test-size", "256", "--batch-size", "64", "--epochs", "30", "--seeds", "2",
+            "--strategies", "standard", "--no-progress", "--threads", "1"]
+    args = base + ["--launcher", "slurm", "--slurm-time", "1", "--slurm-arg", "signal_delay_s=30",
+                   "--slurm-max-requeues", "6", "--out", str(out)]
+    p = subprocess.run(args + ["--no-wait"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    jobs = json.loads((out / "slurm" / "jobs.json").read_text())
+    job0 = next(j for u, j in jobs.items() if u.endswith("::standard::0"))
+    import torch
+    ckpt, t0 = out / "checkpoints" / "standard__seed0.pt", time.time()
+    while True:
+        try:
+            if len(torch.load(ckpt, weights_only=False)["history"]["epoch"]) >= 3:
+                break
+        except Exception:
+            pass
+        assert time.time() - t0 < 120, "no checkpoint in time"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", job0], check=True)
+    # the uninterrupted runs, made while SLURM holds the requeued jobs back (it delays each requeue)
+    local = subprocess.Popen(base + ["--workers", "2", "--out", str(tmp_path / "local")], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    logs = {s: "".join(f.read_text() for f in (out / "slurm").glob(f"{jobs[f'{out}::standard::{s}']}_*_log.*"))
+            for s in (0, 1)}
+    for s in (0, 1):
+        assert "Exiting gracefully after preemption/timeout" in logs[s], s  # requeued at least once
+        assert f"resumed standard seed {s} from epoch" in logs[s], s
+    assert local.wait(timeout=600) == 0
+    assert _results(out) == _results(tmp_path / "local")
