@@ -111,3 +111,21 @@ def test_figure_marks_divergence_and_uses_whole_epochs():
 @pytest.mark.parametrize("name", [".venv/", "venv/"])
 def test_gitignore_leaves_out_virtual_environments(name):
     assert name in (ROOT / ".gitignore").read_text().split()
+
+
+def test_config_json_says_where_the_results_came_from(tmp_path):
+    import re
+    args = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "256",
+            "--test-size", "128", "--batch-size", "64", "--epochs", "1", "--seeds", "1",
+            "--strategies", "standard", "--no-progress"]
+    for name, size in (("a", "256"), ("b", "320")):
+        a = [x if x != "256" else size for x in args]
+        assert subprocess.run(a + ["--out", str(tmp_path / name)], cwd=ROOT, capture_output=True).returncode == 0
+    a, b = (json.loads((tmp_path / n / "config.json").read_text()) for n in ("a", "b"))
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert a["code"]["commit"] == (head or "unknown") and a["code"]["dirty"] in (True, False, "unknown")
+    assert "experiments.py" in a["command"] and "--train-size 256" in a["command"]
+    assert a["cpu"] and a["gpu"] is None and a["threads"] >= 1 and a["versions"]["torch"]
+    assert re.fullmatch(r"[0-9a-f]{16}", a["data_fingerprint"]) and a["data_fingerprint"] != b["data_fingerprint"]
+    run = json.loads(next((tmp_path / "a" / "runs").glob("*.json")).read_text())
+    assert run["environment"]["code"] == a["code"] and run["environment"]["cpu"] == a["cpu"]
