@@ -290,25 +290,28 @@ def run_sweep(cfg: Config, log=print):
         log(f"submitted; rerun the same command to collect the results into {cfg.out}")
         return [], None
     selection = seed_list(cells[0][1].seeds)
-    fresh = None
+    fresh, confirming_units = None, []
     if confirming and not failed:
         fresh = list(range(max(selection) + 1, max(selection) + 1 + cfg.effective().confirm_seeds))
         done = [(v, list(stores[str(sweep.cell_path(v))].refresh().runs.values())) for v, _ in cells]
         tuned, _ = tuned_comparison(done, keys, "standard", tune, cfg.metric, selection)
-        units = [u for u in confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
-                 if not stores[u.cfg.out].done(u.strategy, u.seed)]
+        confirming_units = confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
+        units = [u for u in confirming_units if not stores[u.cfg.out].done(u.strategy, u.seed)]
         log(f"confirmation: {_plural(len(units), 'run')} to go on fresh {_seed_range(tuple(fresh))} "
             f"(each strategy at its tuned choice" + (", plus equal-compute standard runs)"
                                                      if cfg.match_budget == "flops" else ")"))
         failed += launch(units, cfg, stores, log)
     done, saved, planned = [], 0, 0
+    per_cell = replace(cfg, match_budget="epochs") if confirming else cfg  # as planned above
     for values, folder in sweep.cells():
-        cell = replace(cfg, **values, grid=(), out=str(folder)).effective()
+        cell = replace(per_cell, **values, grid=(), out=str(folder)).effective()
         store = stores.get(str(folder)) or open_cell(cell)
         runs, s = summarise_cell(cell, store, labels.get(str(folder), data.label),
                                  f"\nsweep cell {cell_label(values)}")
         saved, planned = saved + s["runs_saved"], planned + s["runs_planned"]
         done.append((values, runs))
+    planned += len(confirming_units)
+    saved += sum(stores[u.cfg.out].refresh().done(u.strategy, u.seed) is not None for u in confirming_units)
     summary = summarize_sweep(done, keys, target_frac=cfg.target_frac, metric=cfg.metric, tune=tune,
                               selection_seeds=selection, confirm_seeds=fresh)
     summary.update(dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)

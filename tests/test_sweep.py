@@ -204,3 +204,21 @@ def test_the_family_holm_count_equals_the_comparisons_it_declares():
     smallest = min(d["p_value"] for d in ds if d["p_value"] is not None)
     assert min(d["p_holm"] for d in ds if d["p_holm"] is not None) == pytest.approx(min(1.0, 4 * smallest))
     assert all(r["p_holm"] is None for r in s["rows"])  # the map is not re-adjusted: not in the family
+
+
+def test_confirmed_sweep_end_to_end(tmp_path, capsys):
+    """Tune lr x schedule on seeds 0-1, confirm on 2 fresh seeds with equal-compute runs: the
+    report uses seeds 2-3 only, every planned run is saved, and the family is what it declares."""
+    args = ["--dataset", "synthetic", "--train-size", "448", "--test-size", "128", "--val-size", "64",
+            "--batch-size", "64", "--epochs", "2", "--seeds", "0-1", "--strategies", "standard,alternating-epoch",
+            "--grid", "lr=1e-3,3e-3", "--grid", "lr_schedule=constant,cosine", "--tune", "lr,lr_schedule",
+            "--confirm-seeds", "2", "--match-budget", "flops", "--no-progress", "--threads", "1",
+            "--out", str(tmp_path)]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "sweep_summary.json").read_text())
+    assert s["confirm_seeds"] == [2, 3] and s["selection_seeds"] == [0, 1] and s["complete"]
+    alt = s["tuned"][0]["strategies"]["alternating-epoch"]
+    assert alt["seeds"] == [2, 3] and alt["selected_on"] == [0, 1]
+    assert s["family"]["size"] == 2 and len(s["family"]["members"]) == 2  # vs standard, vs its FLOPs
+    assert "fresh seeds 2-3" in out and (tmp_path / "accuracy_vs_flops.png").exists()
