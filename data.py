@@ -43,7 +43,9 @@ class Dataset:
 
     def fingerprint(self):
         """sha256 (first 16 hex digits) of the tensors actually used: train, validation and test
-        images and labels, so two folders can show they saw the same data."""
+        images and labels, so two folders can show they saw the same data. It hashes exact float
+        bits, which can follow the thread count of decoding or generation, so it is provenance
+        (recorded, compared with a warning), not a key."""
         if getattr(self, "_fingerprint", None) is None:
             import hashlib
             h = hashlib.sha256()

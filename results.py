@@ -358,13 +358,20 @@ class ResultsDir:
     def write_config(self, config, extra):
         """Record the settings and environment; refuse if the data differ from the stored runs'
         (same name and counts), since data_dir itself may legitimately move."""
-        for k in ("dataset_label", "train_samples", "val_samples", "test_samples", "data_fingerprint"):
+        for k in ("dataset_label", "train_samples", "val_samples", "test_samples"):
             if k in self.previous and self.previous[k] != extra.get(k):
                 raise ResultsError(f"--out {self.path} holds runs on other data ({k} was "
                                    f"{self.previous[k]!r}, now {extra.get(k)!r}); choose another "
                                    f"--out or pass --overwrite")
         # the environment of the invocation that made the folder stays; each run also records its own
         kept = {k: self.previous[k] for k in ENVIRONMENT_KEYS if k in self.previous}
+        # the fingerprint hashes the exact float tensors, whose last bits can follow the thread
+        # count of the decoding or generating process: a different one is reported, not refused
+        if self.previous.get("data_fingerprint") not in (None, extra.get("data_fingerprint")):
+            warn(f"{self.path}: data fingerprint {extra.get('data_fingerprint')} differs from the "
+                 f"folder's {self.previous['data_fingerprint']} (same dataset, sizes and counts; the "
+                 f"tensors differ, perhaps only in rounding); keeping the folder's")
+            kept["data_fingerprint"] = self.previous["data_fingerprint"]
         blob = {"suite": MARK, "settings": self.settings, "config": _canonical(config), **extra, **kept}
         atomic_write(self.path / "config.json", json.dumps(blob, indent=2) + "\n")
         self.previous = blob
