@@ -190,16 +190,22 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())
     job0 = next(j for u, j in jobs.items() if u.endswith("::standard::0"))
     import torch
+    # SLURM may send the time-limit USR2 up to a minute early, so a job can be requeued (and held
+    # back about two minutes) before its first checkpoint: wait through that, then send USR2
+    # while the job runs with a checkpoint
     ckpt, t0 = out / "checkpoints" / "standard__seed0.pt", time.time()
     while True:
         try:
-            if len(torch.load(ckpt, weights_only=False)["history"]["epoch"]) >= 3:
-                break
+            ready = len(torch.load(ckpt, weights_only=False)["history"]["epoch"]) >= 1
         except Exception:
-            pass
-        assert time.time() - t0 < 120, "no checkpoint in time"
-        time.sleep(0.2)
-    subprocess.run(["scancel", "--signal=USR2", job0], check=True)
+            ready = False
+        state = subprocess.run(["squeue", "-h", "-j", job0, "-o", "%T"], capture_output=True,
+                               text=True).stdout.strip()
+        if ready and state == "RUNNING" and subprocess.run(["scancel", "--signal=USR2", job0]).returncode == 0:
+            break
+        assert (out / "runs" / "standard__seed0.json").exists() is False, "finished before any USR2"
+        assert time.time() - t0 < 480, "the job never ran with a checkpoint"
+        time.sleep(0.5)
     # the uninterrupted runs, made while SLURM holds the requeued jobs back (it delays each requeue)
     local = subprocess.Popen(base + ["--workers", "2", "--out", str(tmp_path / "local")], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
