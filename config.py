@@ -332,6 +332,11 @@ def default_out(cfg, root="results"):
     return os.path.join(root, "dry-run" if cfg.dry_run else "", name)
 
 
+def cell_label(values):
+    """'lr=0.001, depth=2': a sweep cell's (or a tuned choice's) settings as tables show them."""
+    return ", ".join(f"{k}={short_value(v)}" for k, v in values.items())
+
+
 def short_value(v):
     """A setting's value as folder names and tables show it: 0.001, not 0.0010000."""
     return format(v, "g") if isinstance(v, float) else str(v)

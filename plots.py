@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no backend s
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from config import CORE, STRATEGIES, short_value
+from config import CORE, STRATEGIES, cell_label, short_value
 from stats import final_acc, run_diverged
 
 # the named strategies in a fixed order: each gets its own colour for good
@@ -289,7 +289,7 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
                 continue
             runs = [r for r in by_cell[tuple(sorted(e["cell"].items()))]
                     if r["strategy"] == name and r["seed"] in seeds and not run_diverged(r)]
-            _point(ax, runs, name, metric, f"{name} ({cell_text(e['choice'])})", mean_ci, test_acc)
+            _point(ax, runs, name, metric, f"{name} ({cell_label(e['choice'])})", mean_ci, test_acc)
             matched = [r for r in ref_runs if r["strategy"] in (f"{ref}@flops={name}",
                                                                 (f"{ref}@flops" if name == "alternating-batch"
                                                                  else None))
@@ -314,10 +314,6 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
     if path:
         fig.savefig(path, dpi=110)
     return fig
-
-
-def cell_text(values):
-    return ", ".join(f"{k}={short_value(v)}" for k, v in values.items())
 
 
 def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=False):

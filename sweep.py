@@ -14,8 +14,8 @@ import io
 import itertools
 from dataclasses import replace
 
-from config import (GRID_KEYS, PARSERS, ConfigError, budget_kind, check_config, flag, matched_name,
-                    short_value)
+from config import (GRID_KEYS, PARSERS, ConfigError, budget_kind, cell_label, check_config, flag,
+                    matched_name, short_value)
 from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
                    summarize, test_acc, test_samples, text_table, val_score)
 
@@ -69,10 +69,6 @@ def grid_cells(cfg):
             raise ConfigError(f"cell {cell_label(values)}: {e}") from None
         cells.append((values, cell.effective()))
     return cells
-
-
-def cell_label(values):
-    return ", ".join(f"{k}={short_value(v)}" for k, v in values.items())
 
 
 
