@@ -37,7 +37,7 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, sc
 
     def fresh(seed):
         torch.manual_seed(seed)
-        return SimpleNN(), TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=seed)
+        return SimpleNN().to(tiny.x_train.device), TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=seed)
 
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     model, loader = fresh(0)

@@ -8,6 +8,7 @@ import pytest
 
 import experiments
 from conftest import ROOT, run_cli
+from training_loop import pick_device
 
 TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
         "--no-progress"]
@@ -29,7 +30,7 @@ def test_cli_writes_every_output(tmp_path, capsys):
     assert {"strategy", "seed", "epoch", "train_loss", "test_loss", "test_acc", "epoch_time_s"} <= set(rows[0])
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["config"]["epochs"] == 2 and cfg["config"]["lr"] == 1e-3
-    assert cfg["versions"]["torch"] and cfg["versions"]["torchvision"] and cfg["device"] == "cpu"
+    assert cfg["versions"]["torch"] and cfg["versions"]["torchvision"] and cfg["device"] == str(pick_device("auto"))
     assert cfg["dataset_label"] == "synthetic CIFAR-shaped"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert list(summary["strategies"]) == ["standard", "alternating-epoch", "alternating-batch"]

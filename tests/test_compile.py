@@ -14,7 +14,7 @@ def test_compiled_alternation_compiles_each_variant_once(tiny):
     from torch._dynamo.utils import counters
     torch._dynamo.reset()
     counters.clear()
-    model = torch.compile(SimpleNN())
+    model = torch.compile(SimpleNN().to(tiny.x_train.device))
     loader = TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True)
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     train(model, loader, test, alternating(1, "batch"), num_epochs=1)

@@ -9,7 +9,7 @@ TIMING = {"epoch_time_s", "eval_time_s"}
 
 def _run(tiny, seed, schedule):
     torch.manual_seed(seed)
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     loader = TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=seed)
     h = train(model, loader, TensorLoader(tiny.x_test, tiny.y_test, 128), schedule, num_epochs=2)
     return {k: v for k, v in h.items() if k not in TIMING}, model

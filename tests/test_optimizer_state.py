@@ -28,7 +28,7 @@ def test_state_survives_frozen_periods(tiny, loaders, built):
     """One optimizer for the run; each half's Adam step count equals its own steps."""
     made = built
     train_loader, test_loader = loaders
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     h = train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=3)
     assert len(made) == 1  # built once, never re-created
     opt = next(iter(made[0].values()))
@@ -39,7 +39,7 @@ def test_state_survives_frozen_periods(tiny, loaders, built):
 
 
 def test_moments_unchanged_while_frozen(tiny):
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     opt = make_optimizer("adam", [{"params": list(model.parameters())}], 1e-3)
     x, y = tiny.x_train[:64], tiny.y_train[:64]
 
@@ -60,7 +60,7 @@ def test_moments_unchanged_while_frozen(tiny):
 def test_reset_option_recreates_adam_at_each_switch(tiny, loaders, built):
     made = built
     train_loader, test_loader = loaders
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=3, reset_optimizer=True)
     assert len(made) == 3  # initial + one per switch
     last = next(iter(made[-1].values()))
@@ -90,7 +90,7 @@ def test_gan_style_with_equal_rates_equals_alternating_batch(tiny, loaders):
     for separate in (False, True):
         torch.manual_seed(0)
         train_loader.generator.manual_seed(0)
-        model = SimpleNN()
+        model = SimpleNN().to(tiny.x_train.device)
         h = train(model, train_loader, test_loader, alternating(1, "batch"), num_epochs=2,
                   separate_optimizers=separate, group_lrs=(1e-3, 1e-3))
         results.append((h["train_loss"], h["test_acc"], model.fc1.weight.clone()))

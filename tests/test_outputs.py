@@ -125,7 +125,7 @@ def test_config_json_says_where_the_results_came_from(tmp_path):
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert a["code"]["commit"] == (head or "unknown") and a["code"]["dirty"] in (True, False, "unknown")
     assert "experiments.py" in a["command"] and "--train-size 256" in a["command"]
-    assert a["cpu"] and a["gpu"] is None and a["threads"] >= 1 and a["versions"]["torch"]
+    assert a["cpu"] and (a["gpu"] is None) == (a["device"] == "cpu") and a["threads"] >= 1 and a["versions"]["torch"]
     assert re.fullmatch(r"[0-9a-f]{16}", a["data_fingerprint"]) and a["data_fingerprint"] != b["data_fingerprint"]
     run = json.loads(next((tmp_path / "a" / "runs").glob("*.json")).read_text())
     assert run["environment"]["code"] == a["code"] and run["environment"]["cpu"] == a["cpu"]

@@ -22,10 +22,10 @@ def test_bf16_trains_finite_with_fp32_master_weights(loaders, device):
 
 
 def test_bf16_autocast_runs_the_gemms_in_bf16(tiny):
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     seen = []
     model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    with precision_context("bf16", "cpu"):
+    with precision_context("bf16", tiny.x_train.device.type):
         model(tiny.x_test[:8])
     model(tiny.x_test[:8])
     assert seen == [torch.bfloat16, torch.float32]
@@ -50,7 +50,7 @@ def test_fp32_histories_are_unchanged_by_this_work(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        assert experiments.main(ARGS + ["--out", str(tmp_path)]) == 0
+        assert experiments.main(ARGS + ["--device", "cpu", "--out", str(tmp_path)]) == 0
     finally:
         torch.set_num_threads(threads)
     runs = histories(tmp_path)

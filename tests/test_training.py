@@ -21,14 +21,14 @@ def test_presets_accept_plain_lists_of_batches(tiny):
 def test_presets_accept_a_torch_dataloader(tiny):
     from torch.utils.data import DataLoader, TensorDataset
     dl = DataLoader(TensorDataset(tiny.x_train, tiny.y_train), batch_size=64, shuffle=True)
-    h = train_standard(SimpleNN(), dl, DataLoader(TensorDataset(tiny.x_test, tiny.y_test), 128),
+    h = train_standard(SimpleNN().to(tiny.x_train.device), dl, DataLoader(TensorDataset(tiny.x_test, tiny.y_test), 128),
                        num_epochs=1)
     assert h["steps"] == [8]
 
 
 def test_history_counts(tiny, loaders, device):
     train_loader, test_loader = loaders
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     n = len(train_loader)
     h = train(model, train_loader, test_loader, alternating(1, "batch"), num_epochs=2, device=device)
     assert h["steps"] == [n, n]
@@ -47,7 +47,7 @@ def test_history_counts(tiny, loaders, device):
 def test_train_loss_is_the_sample_weighted_mean(tiny):
     """The device-side accumulation gives the same number as averaging per-step losses."""
     torch.manual_seed(0)
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     batches = [(tiny.x_train[i:i + 100], tiny.y_train[i:i + 100]) for i in range(0, 500, 100)]
     batches.append((tiny.x_train[500:512], tiny.y_train[500:512]))  # a short last batch
@@ -62,7 +62,7 @@ def test_train_loss_is_the_sample_weighted_mean(tiny):
 
 
 def test_evaluate_model(tiny):
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     loss, acc = evaluate_model(model, TensorLoader(tiny.x_test, tiny.y_test, 100))
     model.eval()
     with torch.no_grad():
@@ -82,7 +82,7 @@ def test_nan_loss_marks_divergence_and_stops(tiny):
 
 def test_flop_budget_stops_early(tiny, loaders):
     train_loader, test_loader = loaders
-    model = SimpleNN()
+    model = SimpleNN().to(tiny.x_train.device)
     per_step = model.train_flops_per_sample((0, 1)) * 64
     h = train(model, train_loader, test_loader, num_epochs=5, max_flops=10.5 * per_step)
     assert sum(h["steps"]) == 10 and sum(h["train_flops"]) <= 10.5 * per_step
