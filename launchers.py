@@ -12,8 +12,10 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -270,6 +272,14 @@ class _Jobs:
         os.close(self._fd)  # releases the lock
 
 
+# SLURM (22.05 here) sends a job that was requeued at its time-limit USR2 that USR2 again the
+# moment it restarts, before Python has installed submitit's handler; USR2's default action then
+# kills the job (exit 140) and the run waits for the next invocation. Python starts with USR2
+# ignored, so that stale signal is dropped; submitit's handler replaces the ignore at job start,
+# and the restarted job still gets its own USR2 before its time limit (measured: 25 s before).
+USR2_SAFE_PYTHON = f"bash -c 'trap \"\" USR2; exec \"$0\" \"$@\"' {shlex.quote(sys.executable)}"
+
+
 def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print):
     """Submit the units that are neither finished nor queued nor held as job arrays (chunked by the
     cluster's MaxArraySize), then (unless cfg.wait is False) wait with a progress bar. Job ids are
@@ -281,7 +291,8 @@ def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print
     import submitit
     folder = Path(out) / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
-    executor = submitit.AutoExecutor(folder=folder, slurm_max_num_timeout=cfg.slurm_max_requeues)
+    executor = submitit.AutoExecutor(folder=folder, slurm_max_num_timeout=cfg.slurm_max_requeues,
+                                     slurm_python=USR2_SAFE_PYTHON)
     extra = dict(a.split("=", 1) for a in cfg.slurm_args)
     if cfg.slurm_mem:
         extra["mem"] = cfg.slurm_mem

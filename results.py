@@ -10,6 +10,7 @@ overwritten.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -17,9 +18,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -122,7 +125,38 @@ def _umask():
 _MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide results from a shared group
 
 
+_HELD_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                      if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Deliver SIGINT, SIGTERM and SIGUSR1/2 after the block, not inside it. submitit's USR2
+    handler requeues and exits; arriving inside torch.save, that exit broke the zip writer, the
+    job failed instead of requeueing, and the launcher had to submit the run again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    caught, old = [], {}
+    for s in _HELD_SIGNALS:
+        previous = signal.getsignal(s)
+        if previous is not None:  # None: a handler set outside Python, left alone
+            old[s] = signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
+
+
 def _atomic(path, write):
+    with signals_held():
+        _write_atomically(path, write)
+
+
+def _write_atomically(path, write):
     path = Path(path)
     # host and pid in the name: clean_stale_tmp can tell a dead writer's file from a live one's
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}~{HOST}~{os.getpid()}~", suffix=".tmp")

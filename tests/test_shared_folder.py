@@ -1,6 +1,7 @@
 """One results folder, many processes: leases, settings-stamped runs and checkpoints, resume
 anywhere, honest summaries. Each test runs real processes on a real folder."""
 import csv
+import io
 import json
 import os
 import subprocess
@@ -151,6 +152,33 @@ def test_checkpoints_load_to_the_cpu_and_store_only_the_runs_own_device_rng(tmp_
     monkeypatch.setattr(torch, "load", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
     assert store.load_checkpoint("standard", 0)["history"] == {"epoch": [1]}
     assert seen["map_location"] == "cpu"
+
+
+def test_a_requeue_signal_during_a_checkpoint_write_waits_for_the_write(tmp_path):
+    """submitit's USR2 handler exits the process. Arriving inside torch.save it broke the zip
+    writer (the job failed instead of requeueing); now it is delivered after the file is whole."""
+    import signal
+    import results
+
+    def exit_like_submitit(signum, frame):
+        raise SystemExit(-1)
+    previous = signal.signal(signal.SIGUSR2, exit_like_submitit)
+    path = tmp_path / "ckpt.pt"
+    blob = {"w": torch.arange(100_000.0), "history": {"epoch": [1, 2]}}
+
+    def write(f):
+        torch.save(blob["history"], io.BytesIO())
+        os.kill(os.getpid(), signal.SIGUSR2)  # the signal lands mid-write
+        time.sleep(0.05)
+        torch.save(blob, f)
+    try:
+        with pytest.raises(SystemExit):
+            results._atomic(path, write)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    loaded = torch.load(path, weights_only=False)
+    assert torch.equal(loaded["w"], blob["w"]) and loaded["history"] == blob["history"]
+    assert signal.getsignal(signal.SIGUSR2) is previous
 
 
 def test_temp_files_of_dead_writers_are_cleaned_on_open(tmp_path):
