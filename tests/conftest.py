@@ -16,6 +16,9 @@ def pytest_configure(config):
     import os
     if config.getoption("--device") == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    # how long a SLURM launcher waits for the run file of a job that ended (60 s allows for NFS);
+    # the test cluster writes to local disk, where the file is there when the job ends
+    os.environ.setdefault("ALTFREEZE_SLURM_GRACE_S", "5")
 
 
 def pytest_addoption(parser):

@@ -4,7 +4,8 @@
 #                                          prints the line to export (SLURM_CONF=...)
 #   tests/slurm_cluster.sh stop DIR    -> stops the daemons by their pid files
 # Needs root (slurmd runs jobs as the submitting user; munged runs as the munge user).
-# cred_expire=10: SLURM holds a requeued job back that long (default 120 s) before it restarts.
+# cred_expire=10: SLURM holds a requeued job back that long (default 120 s) before it restarts;
+# bf_interval=5: the backfill pass that then starts it runs every 5 s (default 30 s).
 set -euo pipefail
 cmd=${1:?start or stop}; dir=$(realpath -m "${2:?scratch folder}")
 host=$(hostname -s)
@@ -24,6 +25,7 @@ ClusterName=tests
 SlurmctldHost=$host
 AuthType=auth/munge
 AuthInfo=cred_expire=10
+SchedulerParameters=bf_interval=5
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SlurmUser=root
