@@ -236,25 +236,23 @@ def format_diff(d):
                                   f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
 
 
-def _lr_schedule(folder):
+def folder_config(folder):
+    """A results folder's config.json as a dict ({} where it is missing or unreadable)."""
     import json
     from pathlib import Path
     try:
-        return json.loads(Path(folder, "config.json").read_text())["settings"].get("lr_schedule", "constant")
-    except (OSError, ValueError, KeyError):
-        return "constant"
+        return json.loads(Path(folder, "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def load_runs(folder):
+def load_runs(folder, config=None):
     """Every saved run in a results folder (its runs/*.json), in file order; runs saved before
     they recorded their number of test images get it from the folder's config.json."""
     import json
     from pathlib import Path
     runs = [json.loads(f.read_text()) for f in sorted(Path(folder, "runs").glob("*.json"))]
-    try:
-        n = json.loads(Path(folder, "config.json").read_text()).get("test_samples")
-    except (OSError, ValueError):
-        n = None
+    n = (folder_config(folder) if config is None else config).get("test_samples")
     for r in runs:
         r.setdefault("test_samples", n)
     return runs
@@ -373,7 +371,8 @@ def main(argv=None):
                         "lr; the exact comparison is --match-budget flops)")
     a = p.parse_args(argv)
     if a.equal_flops and not a.against:  # one Holm family over every comparison printed
-        tables = {f: equal_flops(load_runs(f), a.reference) for f in a.folders}
+        configs = {f: folder_config(f) for f in a.folders}
+        tables = {f: equal_flops(load_runs(f, configs[f]), a.reference) for f in a.folders}
         rows = [d for t in tables.values() for d in t.values()]
         for d, ph in zip(rows, holm([d["p_value"] for d in rows], m=len(rows))):
             d["p_holm"] = ph
@@ -385,8 +384,9 @@ def main(argv=None):
               f"for a run stopped there only with a constant learning rate; the matched runs of "
               f"experiments.py --match-budget flops are exact")
         for f in tables:
-            if _lr_schedule(f) != "constant":
-                print(f"warning: {f} used lr schedule {_lr_schedule(f)}: interpolation is not a matched run there")
+            schedule = configs[f].get("settings", {}).get("lr_schedule", "constant")
+            if schedule != "constant":
+                print(f"warning: {f} used lr schedule {schedule}: interpolation is not a matched run there")
         return
     for i, folder in enumerate(a.folders):
         runs = load_runs(folder)

@@ -118,3 +118,23 @@ def test_equal_flops_interpolates_the_reference_at_the_same_compute():
     d = equal_flops(runs)["alt"]
     assert d["reference_epochs"] == [2.8, 2.8, 2.8]
     assert d["mean"] == pytest.approx(((53 - 54) + (53.5 - 55) + (54 - 56)) / 3) and d["pairs"] == 3
+
+
+def test_stats_cli_equal_flops_says_approximate_and_warns_on_a_decaying_schedule(tmp_path, capsys):
+    import json
+
+    from stats import main
+    for name, schedule in (("const", "constant"), ("cos", "cosine")):
+        folder = tmp_path / name
+        (folder / "runs").mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"settings": {"lr_schedule": schedule},
+                                                        "test_samples": 1000}))
+        for seed in range(3):
+            for run in (_run("standard", seed, [40 + seed, 50 + seed, 55 + seed, 58 + seed], flops=10.0),
+                        _run("alt", seed, [30, 40, 48, 53 + seed * 0.5], flops=7.0)):
+                (folder / "runs" / f"{run['strategy']}__seed{seed}.json").write_text(json.dumps(run))
+    main([str(tmp_path / "const"), str(tmp_path / "cos"), "--equal-flops"])
+    out = capsys.readouterr().out
+    assert "Holm over the 2 comparisons above" in out and "APPROXIMATE" in out
+    assert f"warning: {tmp_path / 'cos'} used lr schedule cosine" in out
+    assert f"{tmp_path / 'const'} used lr schedule" not in out
