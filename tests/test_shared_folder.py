@@ -323,3 +323,20 @@ def test_chaos_random_sigkills_of_workers_and_coordinators_lose_and_duplicate_no
     assert all(r["settings_hash"] == expected for r in runs)
     assert _leftovers(out) == [] and not list(out.rglob("*.pt")) and not list(out.rglob("*.tmp"))
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_the_in_process_data_cache_is_keyed_by_thread_count():
+    """A run with --threads 1 in a process that loaded the data with 2 threads must not reuse it:
+    the data's last bits follow the thread count (CI saw the in-process run differ from the
+    same run in a fresh process)."""
+    import runs
+    from config import Config
+    cfg, threads = Config(dataset="synthetic", train_size=64, test_size=32), torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = runs.dataset_for(cfg, "cpu")
+        assert runs.dataset_for(cfg, "cpu") is a
+        torch.set_num_threads(1)
+        assert runs.dataset_for(cfg, "cpu") is not a
+    finally:
+        torch.set_num_threads(threads)
