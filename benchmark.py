@@ -252,6 +252,40 @@ def optimizer_step_ms(device, repeats=30):
     return out
 
 
+def subnormal_adam_ms(device, repeats=30):
+    """Milliseconds per fused Adam step when every other weight, its gradient and its first
+    moment are subnormal floats (as in the lr 3e-3, weight decay 5e-4 runs), with the CPU's
+    flush-to-zero off and on. Subnormal arithmetic takes a slow microcode path on x86."""
+    out = {}
+    for flush in (False, True):
+        model = SimpleNN().to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=5e-4, fused=True)
+        weights = [p for p in model.parameters() if p.dim() == 2]
+
+        def make_subnormal():  # with flush-to-zero off, or the writes themselves would flush
+            with torch.no_grad():
+                for p in weights:
+                    p.grad = torch.randn_like(p)
+                    p.grad[:, ::2] = 1e-39
+                    p[:, ::2] = 1e-39
+                    if p in opt.state:
+                        opt.state[p]["exp_avg"][:, ::2] = 1e-39
+
+        watch, times = Stopwatch(device), []
+        for _ in range(repeats + 3):
+            torch.set_flush_denormal(False)
+            make_subnormal()
+            supported = torch.set_flush_denormal(flush)
+            watch.start()
+            opt.step()
+            times.append(watch.stop())
+        torch.set_flush_denormal(False)
+        if flush and not supported:
+            break  # this CPU has no flush-to-zero switch: nothing to compare
+        out["flush-to-zero " + ("on" if flush else "off")] = 1000 * statistics.median(times[3:])
+    return out
+
+
 def profile_table(ds, device, steps=30, batch_size=128, precision="fp32"):
     """torch.profiler's top operators (by input shape) over `steps` standard training steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -318,10 +352,14 @@ def main(argv=None):
     p.add_argument("--sweep-baseline", metavar="COMMIT",
                    help="also time a small bf16 sweep end to end (6 runs of 15 epochs, default worker "
                         "split) with this tree and with the code of COMMIT, for runs per hour")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: torch's, the core count)")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 30 standard steps and time Adam's implementations")
     args = p.parse_args(argv)
     args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"error: --device {args.device} asked for, but CUDA is not available; use --device cpu",
               file=sys.stderr)
@@ -334,6 +372,10 @@ def main(argv=None):
                 print(f"{p}:\n" + profile_table(ds, device, batch_size=args.batch_size, precision=p))
         for label, ms in optimizer_step_ms(device).items():
             print(f"Adam step over all parameters, {label:<8}: {ms:.2f} ms")
+        if device.type == "cpu":
+            for label, ms in subnormal_adam_ms(device).items():
+                print(f"fused Adam step, half the weights subnormal, {label}: {ms:.2f} ms "
+                      f"({torch.get_num_threads()} threads; the switch is per thread)")
         return 0
     report = run(args)
     print(format_report(report))
