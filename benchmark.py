@@ -234,6 +234,18 @@ def sweep_runs_per_hour(baseline, extra_args=(), repeats=1):
     return out
 
 
+def median_ms(device, step, prepare=lambda: None, repeats=30, warmup=3):
+    """Median milliseconds of `step()` over `repeats` calls after `warmup`, with `prepare()`
+    run untimed before each call."""
+    watch, times = Stopwatch(device), []
+    for _ in range(repeats + warmup):
+        prepare()
+        watch.start()
+        step()
+        times.append(watch.stop())
+    return 1000 * statistics.median(times[warmup:])
+
+
 def optimizer_step_ms(device, repeats=30):
     """Milliseconds per Adam step over all SimpleNN parameters: per-tensor, foreach, fused."""
     out = {}
@@ -243,12 +255,7 @@ def optimizer_step_ms(device, repeats=30):
         for p in model.parameters():
             p.grad = torch.randn_like(p)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, **kw)
-        watch, times = Stopwatch(device), []
-        for _ in range(repeats + 3):
-            watch.start()
-            opt.step()
-            times.append(watch.stop())
-        out[label] = 1000 * statistics.median(times[3:])
+        out[label] = median_ms(device, opt.step, repeats=repeats)
     return out
 
 
@@ -258,11 +265,15 @@ def subnormal_adam_ms(device, repeats=30):
     flush-to-zero off and on. Subnormal arithmetic takes a slow microcode path on x86."""
     out = {}
     for flush in (False, True):
+        if flush and not torch.set_flush_denormal(True):
+            break  # this CPU has no flush-to-zero switch: nothing to compare
+        torch.set_flush_denormal(False)
         model = SimpleNN().to(device)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=5e-4, fused=True)
         weights = [p for p in model.parameters() if p.dim() == 2]
 
-        def make_subnormal():  # with flush-to-zero off, or the writes themselves would flush
+        def prepare():  # written with flush-to-zero off, or the writes themselves would flush
+            torch.set_flush_denormal(False)
             with torch.no_grad():
                 for p in weights:
                     p.grad = torch.randn_like(p)
@@ -270,19 +281,10 @@ def subnormal_adam_ms(device, repeats=30):
                     p[:, ::2] = 1e-39
                     if p in opt.state:
                         opt.state[p]["exp_avg"][:, ::2] = 1e-39
+            torch.set_flush_denormal(flush)
 
-        watch, times = Stopwatch(device), []
-        for _ in range(repeats + 3):
-            torch.set_flush_denormal(False)
-            make_subnormal()
-            supported = torch.set_flush_denormal(flush)
-            watch.start()
-            opt.step()
-            times.append(watch.stop())
+        out["flush-to-zero " + ("on" if flush else "off")] = median_ms(device, opt.step, prepare, repeats)
         torch.set_flush_denormal(False)
-        if flush and not supported:
-            break  # this CPU has no flush-to-zero switch: nothing to compare
-        out["flush-to-zero " + ("on" if flush else "off")] = 1000 * statistics.median(times[3:])
     return out
 
 
