@@ -212,17 +212,23 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
     local = subprocess.Popen(base + ["--workers", "2", "--out", str(tmp_path / "local")], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        # SLURM 22.05 did not send the job requeued by the early USR2 its time-limit USR2 in the
-        # next attempt, so the time limit ended it unsaved; the next invocation submits it again
-        # and it resumes from its checkpoint (docs/usage.md, SLURM)
-        assert f"SLURM job {job0} ended without saving it" in done.stdout + done.stderr, done.stdout + done.stderr
+    for _ in range(2):
+        if done.returncode == 0:
+            break
+        # SLURM 22.05 sometimes gives a requeued job no time-limit USR2 in its next attempt (seen
+        # after the early USR2 above, and on a loaded CI machine after a time-limit requeue too), so
+        # the time limit ends it unsaved; the next invocation submits it again and it resumes from
+        # its checkpoint (docs/usage.md, SLURM). Any other failure fails the test.
+        said = done.stdout + done.stderr
+        assert "ended without saving it" in said and "Traceback" not in said, said
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     final = json.loads((out / "slurm" / "jobs.json").read_text())
-    # the runs requeued at the time limit restart in their own job (the stale USR2 that SLURM sends
-    # at the restart used to kill it: launchers.USR2_SAFE_PYTHON), no job failed and was resubmitted
-    assert final[f"{out}::standard::1"] == jobs[f"{out}::standard::1"], done.stdout
+    # a run requeued at its time limit restarts and resumes inside its own job (the stale USR2 that
+    # SLURM sends at the restart used to kill it, exit 140: launchers.USR2_SAFE_PYTHON)
+    job1 = jobs[f"{out}::standard::1"]
+    first_job = "".join(f.read_text() for f in (out / "slurm").glob(f"{job1}_*log.*"))
+    assert "resumed standard seed 1 from epoch" in first_job, (final, first_job)
     logs = {s: "".join(f.read_text() for j in {jobs[f"{out}::standard::{s}"], final[f"{out}::standard::{s}"]}
                        for f in (out / "slurm").glob(f"{j}_*log.*"))
             for s in (0, 1)}
