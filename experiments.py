@@ -321,7 +321,7 @@ def run_sweep(cfg: Config, log=print):
     shared = ", ".join(v for k, v in (("epochs", _plural(run_cfg.epochs, "epoch")),
                                       ("seeds", _plural(len(seed_list(run_cfg.seeds)), "seed")),
                                       ("precision", cfg.precision)) if k not in keys)
-    sweep.save_figure(plot_sweep(summary, title=f"{data.label}: alternating freezing vs standard ({shared})"))
+    sweep.save_figure(plot_sweep(summary, title=f"{data.label}: freezing schedules vs standard ({shared})"))
     if fresh is not None:
         sweep.save_figure(plot_accuracy_flops(summary, done, title=f"{data.label}: confirmed on fresh seeds"),
                           "accuracy_vs_flops.png")

@@ -185,8 +185,9 @@ def _paired_diffs(ax, names, summary):
 
 # --- the sweep's map ------------------------------------------------------------------------
 def plot_sweep(summary, path=None, title=""):
-    """Left: paired difference to standard per cell (rows) and strategy (columns), Holm-significant
-    cells marked. Right: the tuned comparison, each strategy at its own best lr."""
+    """Left: paired difference to standard per cell (rows) and strategy (columns) on the tuning
+    seeds; Holm-significant cells marked only when the map itself is the declared family. Right:
+    the tuned comparison, each strategy at its own best setting of the tuned keys."""
     keys, ref, alpha = summary["grid_keys"], summary["reference"], summary["alpha"]
     rows = summary["rows"]
     cells = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
@@ -222,9 +223,14 @@ def plot_sweep(summary, path=None, title=""):
     a_map.set_yticks(range(len(cells)), labels, fontsize=9)
     a_map.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=9)
     tests = sum(r["p_value"] is not None for r in rows)
-    a_map.set_title(f"Final test accuracy minus {ref}'s, paired by seed (points)\n"
-                    + (f"* Holm-adjusted p < {alpha} over {tests} comparisons" if tests else
-                       "no p-values: a test needs 2 or more seeds with some spread"), fontsize=10)
+    if summary["tuned"] is not None:  # the map only chose the settings: the family is the tuned table
+        note = "exploratory (tuning seeds): no p-values adjusted, nothing marked"
+    elif tests:
+        note = f"* Holm-adjusted p < {alpha} over the family of {summary['family']['size']} comparisons"
+    else:
+        note = "no p-values: a test needs 2 or more seeds with some spread"
+    metric = "Early-stopped" if summary.get("metric") == "early-stopped" else "Final"
+    a_map.set_title(f"{metric} test accuracy minus {ref}'s, paired by seed (points)\n{note}", fontsize=10)
     fig.colorbar(im, ax=a_map, fraction=0.04, pad=0.02, label="points")
     _tuned_panel(a_tuned, summary)
     fig.suptitle(title, fontsize=12)
@@ -243,7 +249,7 @@ def _tuned_panel(ax, summary):
         return
     y, labels = 0, []
     for g in summary["tuned"]:
-        group = ", ".join(f"{k}={short_value(v)}" for k, v in g["group"].items()) or "all cells"
+        group = ", ".join(f"{k}={short_value(v)}" for k, v in g["group"].items())
         ref_e = g["strategies"].get(ref, {})
         for name, e in g["strategies"].items():
             if name == ref:
@@ -256,17 +262,26 @@ def _tuned_panel(ax, summary):
                 if d.get("p_holm") is not None and d["p_holm"] < summary["alpha"]:
                     ax.annotate("*", (d["mean"], y), xytext=(0, 4), textcoords="offset points",
                                 ha="center", fontsize=12)
-            edge = lambda e: " (edge)" if e.get("at_edge") else ""  # noqa: E731
-            labels.append(f"{group}: {name} lr {short_value(e['lr']) if e['lr'] else '-'}{edge(e)}\n"
-                          f"vs {ref} lr {short_value(ref_e.get('lr')) if ref_e.get('lr') else '-'}{edge(ref_e)}")
+            edge = lambda e: f" ({e['at_edge']} of the grid)" if e.get("at_edge") else ""  # noqa: E731
+            where = f"{group}: " if g["group"] else ""
+            labels.append(f"{where}{name}{edge(e)}\n{_choice(e)}\nvs {ref}{edge(ref_e)}: {_choice(ref_e)}")
             y += 1
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylim(len(labels) - 0.5, -0.5)  # first group on top, half a row of margin
     ax.grid(alpha=0.3, axis="x")
-    ax.set(title="Tuned: each strategy at its own best lr,\nchosen on validation accuracy",
-           xlabel=f"test accuracy minus {ref}'s at its best lr\n(points, paired, 95% t-interval)")
+    keys = ", ".join(summary.get("tuned_keys") or ["lr"])
+    seeds = summary.get("confirm_seeds")
+    on = f"on {len(seeds)} fresh seeds" if seeds else "on the tuning seeds"
+    ax.set(title=f"Tuned: each strategy at its best\n{keys} (chosen on validation),\ntested {on}",
+           xlabel=f"test accuracy minus {ref}'s at its best\n(points, paired, 95% t-interval)")
     ax.title.set_fontsize(10)
+
+
+def _choice(entry):
+    """A tuned entry's chosen values, short: 'lr 0.003, weight_decay 0, lr_schedule cosine'."""
+    choice = entry.get("choice") or ({"lr": entry["lr"]} if entry.get("lr") else {})
+    return ", ".join(f"{k} {short_value(v)}" for k, v in choice.items()) or "-"
 
 
 # --- accuracy against compute -----------------------------------------------------------------
@@ -279,9 +294,10 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
     seeds = set(summary.get("confirm_seeds") or summary.get("selection_seeds") or [])
     by_cell = {tuple(sorted(v.items())): runs for v, runs in cells}
     groups = summary["tuned"] or []
-    fig = Figure(figsize=(7.5 * max(len(groups), 1), 5.5))
+    fig = Figure(figsize=(10.5 * max(len(groups), 1), 5.5))
     axes = np.atleast_1d(fig.subplots(1, max(len(groups), 1)))
     for ax, g in zip(axes, groups):
+        points = []
         ref_e = g["strategies"].get(ref) or {}
         ref_runs = by_cell.get(tuple(sorted((ref_e.get("cell") or {}).items())), [])
         for name, e in g["strategies"].items():
@@ -289,26 +305,26 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
                 continue
             runs = [r for r in by_cell[tuple(sorted(e["cell"].items()))]
                     if r["strategy"] == name and r["seed"] in seeds and not run_diverged(r)]
-            _point(ax, runs, name, metric, f"{name} ({cell_label(e['choice'])})", mean_ci, test_acc)
+            points.append(_point(ax, runs, name, metric, f"{name} ({cell_label(e['choice'])})", mean_ci, test_acc))
             matched = [r for r in ref_runs if r["strategy"] in (f"{ref}@flops={name}",
                                                                 (f"{ref}@flops" if name == "alternating-batch"
                                                                  else None))
                        and r["seed"] in seeds and not run_diverged(r)]
             if matched:
-                _point(ax, matched, name, metric, f"{ref} at {name}'s FLOPs", mean_ci, test_acc, marker="s",
-                       hollow=True)
+                points.append(_point(ax, matched, name, metric, f"{ref} at {name}'s FLOPs", mean_ci, test_acc,
+                                     marker="s", hollow=True))
         curve = [r for r in ref_runs if r["strategy"] == ref and r["seed"] in seeds and not run_diverged(r)]
         if curve:
             n = min(len(r["history"]["epoch"]) for r in curve)
             x = np.mean([np.cumsum(r["history"]["train_flops"])[:n] for r in curve], axis=0)
             y = np.mean([r["history"]["test_acc"][:n] for r in curve], axis=0)
             ax.plot(x, y, color=style(ref)[0], lw=0.8, alpha=0.5, label=f"{ref} after each epoch (mean)")
-        ax.set_xscale("log")
+        _zoom(ax, [p for p in points if p])
         ax.grid(alpha=0.3)
         label = "early-stopped" if metric == "early-stopped" else "final"
-        ax.set(xlabel="training FLOPs (GEMMs, forward and backward)", ylabel=f"{label} test accuracy (%)",
+        ax.set(xlabel="training FLOPs per run (GEMMs, forward and backward)", ylabel=f"{label} test accuracy (%)",
                title=", ".join(f"{k}={short_value(v)}" for k, v in g["group"].items()) or "tuned and confirmed")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: points stay visible
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     if path:
@@ -316,9 +332,23 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
     return fig
 
 
-def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=False):
-    if not runs:
+def _zoom(ax, points):
+    """Frame the confirmed points (x, y with their intervals) with a margin, so the strategies'
+    differences of a fraction of a point are readable; standard's curve shows only inside."""
+    if not points:
         return
+    x_lo, x_hi = min(p[0] for p in points), max(p[1] for p in points)
+    y_lo, y_hi = min(p[2] for p in points), max(p[3] for p in points)
+    dx, dy = max(x_hi - x_lo, 0.05 * x_hi), max(y_hi - y_lo, 0.5)
+    ax.set_xlim(x_lo - 0.25 * dx, x_hi + 0.1 * dx)
+    ax.set_ylim(y_lo - 0.15 * dy, y_hi + 0.15 * dy)
+
+
+def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=False):
+    """Draw one mean point with its 95% intervals on both axes; return its extent (x_lo, x_hi,
+    y_lo, y_hi), or None without runs."""
+    if not runs:
+        return None
     x = [sum(r["history"]["train_flops"]) for r in runs]
     accs = [test_acc(r, metric) for r in runs]
     mx, xlo, xhi = mean_ci(x)
@@ -327,6 +357,8 @@ def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=
     ax.errorbar(mx, my, yerr=None if ylo is None else [[my - ylo], [yhi - my]],
                 xerr=None if xlo is None else [[mx - xlo], [xhi - mx]], fmt=marker, color=color,
                 mfc="none" if hollow else color, capsize=3, label=label)
+    return (xlo if xlo is not None else mx, xhi if xhi is not None else mx,
+            ylo if ylo is not None else my, yhi if yhi is not None else my)
 
 
 # --- the headline forest plot -----------------------------------------------------------------

@@ -204,6 +204,13 @@ def test_the_family_holm_count_equals_the_comparisons_it_declares():
     smallest = min(d["p_value"] for d in ds if d["p_value"] is not None)
     assert min(d["p_holm"] for d in ds if d["p_holm"] is not None) == pytest.approx(min(1.0, 4 * smallest))
     assert all(r["p_holm"] is None for r in s["rows"])  # the map is not re-adjusted: not in the family
+    # and the figure says so: the map claims no Holm stars, the tuned panel names what was tuned
+    from plots import plot_sweep
+    a_map, a_tuned, _ = plot_sweep(s).axes  # the colorbar comes last
+    assert "exploratory" in a_map.get_title() and "Holm" not in a_map.get_title()
+    assert not any(t.get_text().endswith("*") for t in a_map.texts)
+    assert "best\nlr (chosen on validation)" in a_tuned.get_title() and "3 fresh seeds" in a_tuned.get_title()
+    assert any("lr 0.001" in t.get_text() for t in a_tuned.get_yticklabels())
 
 
 def test_confirmed_sweep_end_to_end(tmp_path, capsys):
