@@ -50,8 +50,8 @@ _DATA = {}  # datasets already loaded in this process, by what determines them
 
 
 def dataset_for(cfg, device):
-    # the thread count too: generated data and the normalising statistics are threaded reductions
-    # whose last bits follow it, and a run must see the data a fresh process with its threads makes
+    # the thread count too: the normalising statistics are threaded reductions whose last bits
+    # follow it, and a run must see the data a fresh process with its threads makes
     key = (cfg.dataset, str(cfg.data_dir), cfg.train_size, cfg.test_size, cfg.val_size, str(device),
            torch.get_num_threads())
     if key not in _DATA:

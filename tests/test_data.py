@@ -142,6 +142,20 @@ def test_synthetic_is_generated_from_the_seed_and_learnable():
     assert (pred == big.y_test).float().mean() > 0.3
 
 
+def test_synthetic_data_is_made_on_one_thread_whatever_the_process_uses(monkeypatch):
+    """2-thread tanh gave other last bits in some processes (data._one_thread): generation runs on
+    one thread, and the caller's thread count comes back afterwards."""
+    seen, tanh = [], torch.tanh
+    monkeypatch.setattr(torch, "tanh", lambda x: (seen.append(torch.get_num_threads()), tanh(x))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        data.synthetic_tensors(64, 16)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_tensor_loader_drops_a_lone_last_sample_when_training():
     x, y = torch.randn(129, 4), torch.arange(129)
     assert [len(b) for _, b in TensorLoader(x, y, 128, shuffle=True)] == [128]
