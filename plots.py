@@ -207,7 +207,8 @@ def plot_sweep(summary, path=None, title=""):
         diff[c, j] = r["diff_vs_standard"]
         sig = r["p_holm"] is not None and r["p_holm"] < alpha
         text[c][j] = f"{r['diff_vs_standard']:+.2f}{'*' if sig else ''}"
-    fig = Figure(figsize=(10 + 2.2 * len(names), 2.2 + 0.5 * max(len(cells), 4)))
+    tuned_rows = sum(len(g["strategies"]) - 1 for g in summary["tuned"] or [])  # 3-line labels each
+    fig = Figure(figsize=(10 + 2.2 * len(names), 2.2 + max(0.5 * max(len(cells), 4), 0.45 * tuned_rows)))
     a_map, a_tuned = fig.subplots(1, 2, gridspec_kw={"width_ratios": [max(len(names), 1) * 1.2, 3.0]})
     if not names:
         a_map.text(0.5, 0.5, f"only {ref} ran: nothing to compare", ha="center", va="center")
