@@ -338,18 +338,19 @@ def synthetic_tensors(n_train, n_test, seed=0, shape=(3, 32, 32), num_classes=10
     nonlinear map into pixel space, plus pixel noise: an MLP learns it well but
     not perfectly, so strategies can differ.
     """
-    with _one_thread():
+    # one thread: with 2, torch.tanh on the CPU gave other last bits in about 1 process of 7 (9 of
+    # 60 processes; never within one process, never on one thread; on this repository's 2-core
+    # machine), so a run's synthetic data, and its whole history, depended on the process it ran
+    # in. One thread gives the common 2-thread result: stored runs stay valid.
+    with torch_threads(1):
         return _synthetic_tensors(n_train, n_test, seed, shape, num_classes)
 
 
 @contextlib.contextmanager
-def _one_thread():
-    """Run torch ops on one thread here. With 2 threads, torch.tanh on the CPU gave other last bits
-    in about 1 process of 7 (9 of 60 processes; never within one process, never on one thread; on
-    this repository's 2-core machine), so a run's synthetic data, and its whole history, depended
-    on the process it ran in. One thread gives the common 2-thread result: stored runs stay valid."""
+def torch_threads(n):
+    """torch's intra-op thread count set to n inside the block, the caller's restored after it."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:

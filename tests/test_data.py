@@ -143,17 +143,13 @@ def test_synthetic_is_generated_from_the_seed_and_learnable():
 
 
 def test_synthetic_data_is_made_on_one_thread_whatever_the_process_uses(monkeypatch):
-    """2-thread tanh gave other last bits in some processes (data._one_thread): generation runs on
-    one thread, and the caller's thread count comes back afterwards."""
+    """2-thread tanh gave other last bits in some processes (data.synthetic_tensors): generation
+    runs on one thread, and the caller's thread count comes back afterwards."""
     seen, tanh = [], torch.tanh
     monkeypatch.setattr(torch, "tanh", lambda x: (seen.append(torch.get_num_threads()), tanh(x))[1])
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with data.torch_threads(2):
         data.synthetic_tensors(64, 16)
         assert seen == [1, 1] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_tensor_loader_drops_a_lone_last_sample_when_training():

@@ -226,11 +226,11 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
     final = json.loads((out / "slurm" / "jobs.json").read_text())
     # a run requeued at its time limit restarts and resumes inside its own job (the stale USR2 that
     # SLURM sends at the restart used to kill it, exit 140: launchers.USR2_SAFE_PYTHON)
-    job1 = jobs[f"{out}::standard::1"]
-    first_job = "".join(f.read_text() for f in (out / "slurm").glob(f"{job1}_*log.*"))
+    def job_log(job):
+        return "".join(f.read_text() for f in (out / "slurm").glob(f"{job}_*log.*"))
+    first_job = job_log(jobs[f"{out}::standard::1"])
     assert "resumed standard seed 1 from epoch" in first_job, (final, first_job)
-    logs = {s: "".join(f.read_text() for j in {jobs[f"{out}::standard::{s}"], final[f"{out}::standard::{s}"]}
-                       for f in (out / "slurm").glob(f"{j}_*log.*"))
+    logs = {s: "".join(job_log(j) for j in {jobs[f"{out}::standard::{s}"], final[f"{out}::standard::{s}"]})
             for s in (0, 1)}
     for s in (0, 1):
         assert "Exiting gracefully after preemption/timeout" in logs[s], (s, logs[s])  # requeued at least once

@@ -6,6 +6,7 @@ import torch
 
 import experiments
 from config import Config, default_out
+from data import torch_threads
 from conftest import ROOT
 from models import SimpleNN
 from training_loop import precision_context, train
@@ -47,12 +48,8 @@ def test_fp32_histories_are_unchanged_by_this_work(tmp_path):
     ref = reference_histories()
     if ref is None:
         pytest.skip("needs the git history (commit 94cde06) to recompute the reference")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    try:
+    with torch_threads(THREADS):
         assert experiments.main(ARGS + ["--device", "cpu", "--out", str(tmp_path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     runs = histories(tmp_path)
     assert set(runs) == set(ref) and len(runs) == 22
     for key, expected in ref.items():

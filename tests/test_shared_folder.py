@@ -331,12 +331,10 @@ def test_the_in_process_data_cache_is_keyed_by_thread_count():
     same run in a fresh process)."""
     import runs
     from config import Config
-    cfg, threads = Config(dataset="synthetic", train_size=64, test_size=32), torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    from data import torch_threads
+    cfg = Config(dataset="synthetic", train_size=64, test_size=32)
+    with torch_threads(2):
         a = runs.dataset_for(cfg, "cpu")
         assert runs.dataset_for(cfg, "cpu") is a
-        torch.set_num_threads(1)
+    with torch_threads(1):
         assert runs.dataset_for(cfg, "cpu") is not a
-    finally:
-        torch.set_num_threads(threads)
