@@ -1,114 +1,24 @@
-"""The one configuration object, and the named strategies it can run.
+"""The one configuration object: every setting declared once.
 
-`Config` is shared by the CLI (experiments.py builds its flags from these
-defaults), the notebook and library users. A strategy is data: a schedule of
-which parameter group trains when, plus optimizer options.
+`Config` is shared by the CLI (experiments.py builds every flag from these fields), the notebook
+and library users. Each field is a `setting(...)`: its default, the parser that its flag and its
+--grid values go through, its help, whether it is part of a results folder's key (whether it
+changes what a run computes) and whether a sweep may vary it. Nothing about a setting is
+spelled anywhere else.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from data import DATASETS
-from training_loop import (LR_SCHEDULES, PRECISIONS, STANDARD, CyclicBlocks, FreezeOut, LayerFreezing,
-                           LayerOut, Schedule, alternating)
+from strategies import CORE, RunName, StrategyError, StrategyName, expand, load_plugins, spec  # noqa: F401
+from training_loop import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainSpec
 
-VERSION = "1.1.0"
-CORE = ("standard", "alternating-epoch", "alternating-batch")
-
-
-@dataclass
-class Config:
-    # data
-    dataset: str = "cifar10"           # see data.DATASETS
-    data_dir: str = "./data"
-    train_size: int | None = None      # a seeded random subset (synthetic: how many to generate)
-    test_size: int | None = None
-    val_size: int = 0                  # held out of the training images; selection uses only this
-    # the experiment
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0          # adam: L2 added to the gradient; adamw: decoupled
-    lr_schedule: str = "constant"      # constant | cosine | linear (to 0 at the run's last step)
-    warmup_epochs: int = 0             # linear warmup before the schedule
-    seeds: int | tuple = 3             # N: seeds 0..N-1; or a tuple of seed numbers. Paired across strategies
-    strategies: tuple = CORE
-    switch_every: int = 10             # K for alternating-k (batches)
-    lr_first: float | None = None      # gan-style: first half's lr (default: lr)
-    lr_second: float | None = None     # gan-style: second half's lr (default: 4 x lr, two-timescale)
-    freeze_bn_stats: bool = False      # frozen half's BatchNorm running stats fixed too
-    match_budget: str = "epochs"       # epochs | flops | time: extra standard run on the budget of...
-    match_to: str = "alternating-batch"  # ...these strategies' runs (comma list) with the same seed
-    target_frac: float = 0.95          # epochs-to-target: this fraction of standard's mean final acc
-    metric: str = "final"              # final | early-stopped: what tables and the tuned comparison report
-    tune: tuple = ()                   # grid keys each strategy tunes on validation (default: lr if gridded)
-    confirm_seeds: int = 0             # after tuning: run each choice on this many fresh seeds
-    # model
-    depth: int = 2                     # hidden blocks
-    split: int | None = None           # blocks in the first half (default: depth // 2, at least 1)
-    hidden_size: int = 512
-    dropout: float = 0.3
-    precision: str = "fp32"            # fp32 | bf16 (autocast) | tf32 (CUDA)
-    # a sweep: ((key, (value, ...)), ...); the cells are the product of the value lists
-    grid: tuple = ()
-    # running
-    device: str = "auto"
-    compile: bool = False
-    eval_batch_size: int = 1000
-    out: str | None = None             # default: results/<dataset and settings>, see default_out()
-    overwrite: bool = False
-    dry_run: bool = False
-    progress: bool = True
-    # launching runs
-    launcher: str = "local"            # local | slurm
-    workers: int = 1                   # local: concurrent run processes
-    threads: int | None = None         # torch threads per run (default: cores / workers)
-    slurm_partition: str | None = None
-    slurm_time: int = 60               # minutes per job
-    slurm_cpus_per_task: int = 1
-    slurm_gpus_per_task: int = 0
-    slurm_mem: str | None = None       # sbatch --mem, e.g. 8G (default: the cluster's)
-    slurm_array_parallelism: int | None = None  # at most this many array tasks at once
-    slurm_max_requeues: int = 3        # requeues after a timeout or preemption (submitit's limit)
-    slurm_args: tuple = ()             # ("KEY=VALUE", ...) passed on to submitit
-    wait: bool = True                  # slurm: wait for the jobs, then summarise
-    cancel: bool = False               # with --overwrite: scancel this folder's live SLURM jobs
-
-    def effective(self):
-        """The config as run: --dry-run shrinks data, epochs and seeds to a smoke check."""
-        if not self.dry_run:
-            return self
-        val = self.batch_size if self.val_size else 0
-        return Config(**{**asdict(self), "epochs": 1, "seeds": (seed_list(self.seeds)[0],), "val_size": val,
-                         "confirm_seeds": min(self.confirm_seeds, 1),
-                         "train_size": 4 * self.batch_size + val, "test_size": 2 * self.batch_size})
-
-    @property
-    def first_half_blocks(self):
-        return self.split if self.split is not None else max(1, self.depth // 2)
-
-    def result_key(self):
-        """Settings that change a run's result: a results folder holds runs of one key only.
-        Seeds and strategies may grow between invocations; runs already done are reused.
-        data_dir is left out so that the same data extracted elsewhere can resume a folder."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IN_KEY}
-
-
-# settings that do not change what a run computes (threads change fp32 rounding, see ARCHITECTURE.md)
-NOT_IN_KEY = {"seeds", "strategies", "match_budget", "out", "overwrite", "progress", "data_dir", "grid",
-              "launcher", "workers", "threads", "slurm_partition", "slurm_time", "slurm_cpus_per_task",
-              "slurm_gpus_per_task", "slurm_args", "wait", "slurm_mem", "slurm_array_parallelism",
-              "slurm_max_requeues", "cancel", "metric", "tune", "confirm_seeds",
-              "match_to"}  # a matched run's name says what it is matched to
-# settings a --grid may vary: those that change results, less the ones about running
-GRID_KEYS = tuple(f.name for f in fields(Config) if f.name not in NOT_IN_KEY
-                  and f.name not in {"dry_run", "device", "compile", "eval_batch_size", "target_frac",
-                                     "match_to"})
-DEFAULT_KEY = Config().result_key()
+VERSION = "1.2.0"
 
 
 class ConfigError(Exception):
@@ -116,6 +26,17 @@ class ConfigError(Exception):
 
 
 # --- one parser per setting, shared by the flags and by --grid values ---------------------
+def _number(kind, text):
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, (int, float)):
+        return kind(text) if kind is float or float(text).is_integer() else None
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def positive_int(text):
     v = _number(int, text)
     if v is None or v < 1:
@@ -142,6 +63,36 @@ def nonnegative_float(text):
     if v is None or not math.isfinite(v) or v < 0:
         raise ValueError(f"must be a finite number of at least 0, got {text!r}")
     return v
+
+
+def probability(text):
+    v = _number(float, text)
+    if v is None or not 0 <= v < 1:
+        raise ValueError(f"must be a number in [0, 1), got {text!r}")
+    return v
+
+
+def boolean(text):
+    t = str(text).lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {text!r}")
+
+
+def choice(*options):
+    def parse(text):
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, got {text!r}{did_you_mean(text, options)}")
+        return text
+    parse.options = options
+    return parse
+
+
+def did_you_mean(word, options):
+    close = difflib.get_close_matches(str(word), list(options), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def slurm_minutes(text):
@@ -186,81 +137,330 @@ def seed_list(seeds):
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
-def probability(text):
-    v = _number(float, text)
-    if v is None or not 0 <= v < 1:
-        raise ValueError(f"must be a number in [0, 1), got {text!r}")
+def strategy_list(text):
+    """'core', 'all' or a comma list of strategy names (knobs and variants allowed) -> RunNames."""
+    try:
+        names = expand(text)
+    except StrategyError as e:
+        raise ValueError(str(e)) from None
+    if not names:
+        raise ValueError("is empty; name at least one strategy, or use core or all")
+    return names
+
+
+def strategy_names(text):
+    """--match-to: a comma list of strategies (no matched runs) -> StrategyNames."""
+    return tuple(n.strategy for n in strategy_list(text))
+
+
+def key_list(text):
+    """'lr,weight-decay' -> ('lr', 'weight_decay')."""
+    if isinstance(text, (tuple, list)):
+        return tuple(text)
+    return tuple(k.strip().replace("-", "_") for k in str(text).split(",") if k.strip())
+
+
+def plugin_ref(text):
+    """A plugin as the workers and SLURM jobs will import it: a file by its absolute path (they
+    may start elsewhere), a module by its name."""
+    t = str(text).strip()
+    if t.endswith(".py") or os.sep in t:
+        return os.path.abspath(os.path.expanduser(t))
+    return t
+
+
+def key_value(text):
+    if "=" not in str(text) or not str(text).split("=", 1)[0]:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    return str(text)
+
+
+def grid_entry(spec_):
+    """'lr=1e-3,3e-3' -> ('lr', (0.001, 0.003)), each value through its setting's own parser."""
+    if isinstance(spec_, tuple):
+        return spec_
+    key, sep, text = str(spec_).partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise ValueError(f"{spec_!r} is not KEY=V1,V2,...; e.g. --grid lr=3e-4,1e-3,3e-3")
+    if key not in GRID_KEYS:
+        raise ValueError(f"unknown key {key!r}{did_you_mean(key, GRID_KEYS)}; a grid can vary {', '.join(GRID_KEYS)}")
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
+        raise ValueError(f"{key}= has no values; give at least one, e.g. --grid {key}=V1,V2")
+    values = []
+    for item in items:
+        try:
+            values.append(SETTINGS[key].parse(item))
+        except ValueError as e:
+            raise ValueError(f"{key}={item}: {flag(key)} {e}") from None
+    return key, tuple(dict.fromkeys(values))
+
+
+def parse_grid(specs):
+    """['lr=1e-3,3e-3', 'depth=2,4'] -> (('lr', (0.001, 0.003)), ('depth', (2, 4))); errors are one line."""
+    grid = []
+    for s in specs:
+        try:
+            key, values = grid_entry(s)
+        except ValueError as e:
+            raise ConfigError(f"--grid {e}") from None
+        if key in dict(grid):
+            raise ConfigError(f"--grid {key} is given twice; put all its values in one --grid {key}=V1,V2,...")
+        grid.append((key, values))
+    return tuple(grid)
+
+
+# --- the declaration of a setting ------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """What the CLI, the results key and --grid know about one Config field."""
+    name: str
+    default: object
+    parse: object        # text -> value, raising ValueError with the message's tail; None: any text
+    help: str
+    group: str
+    metavar: str | None
+    key: bool            # part of a results folder's key: it changes what a run computes
+    grid: bool           # a --grid may vary it
+    switch: bool         # an on/off flag (store_true; store_false with a --no- flag)
+    many: bool           # a repeatable flag: each occurrence is one item
+    flag: str            # the command-line flag
+    none: str | None     # what None means, for the help text
+
+    def check(self, value):
+        """`value` if its parser accepts it (None where None is allowed), else ValueError."""
+        if value is None and self.none is not None:
+            return None
+        if self.parse is None or self.switch:
+            return value
+        if self.many:
+            return tuple(self.parse(v) for v in value)
+        return self.parse(value)
+
+
+def setting(default, parse=None, help="", *, group, metavar=None, key=True, grid=None, switch=False,
+            many=False, flag=None, none=None):
+    return field(default=default, metadata=dict(parse=parse, help=help, group=group, metavar=metavar, key=key,
+                                                grid=key if grid is None else grid, switch=switch, many=many,
+                                                flag=flag, none=none))
+
+
+DATA, EXPERIMENT, MODEL, SWEEPS, RUNNING, LAUNCH = ("data", "the experiment", "model and numerics", "sweeps",
+                                                   "running", "launching runs")
+
+
+@dataclass(frozen=True)
+class Config:
+    # data
+    dataset: str = setting("cifar10", choice(*DATASETS), "cifar10, cifar100, mnist, fashion-mnist, svhn "
+                           "(torchvision: downloaded into --data-dir, or read from it offline), folder "
+                           "(ImageFolder with train/ and test/), or synthetic (generated, no files)", group=DATA)
+    data_dir: str = setting("./data", help="where the data lives", group=DATA, metavar="DIR", key=False)
+    train_size: int | None = setting(None, positive_int, "use a seeded random subset of N training images",
+                                     group=DATA, metavar="N", none="all")
+    test_size: int | None = setting(None, positive_int, "use a seeded random subset of N test images",
+                                    group=DATA, metavar="N", none="all")
+    val_size: int = setting(0, nonnegative_int, "hold out this many training images for validation (the same "
+                            "ones for every strategy and seed); anything selected is selected on them",
+                            group=DATA, metavar="N")
+    # the experiment
+    epochs: int = setting(15, positive_int, "epochs per run", group=EXPERIMENT, metavar="N")
+    batch_size: int = setting(128, positive_int, "training batch size", group=EXPERIMENT, metavar="N")
+    lr: float = setting(1e-3, positive_float, "learning rate", group=EXPERIMENT, metavar="LR")
+    optimizer: str = setting("adam", choice(*OPTIMIZERS), "one optimizer persists across switches (its state "
+                             "kept); sgd has momentum 0.9", group=EXPERIMENT)
+    weight_decay: float = setting(0.0, nonnegative_float, "adam: L2 penalty added to the gradient; adamw: "
+                                  "decoupled decay", group=EXPERIMENT, metavar="WD")
+    lr_schedule: str = setting("constant", choice(*LR_SCHEDULES), "run-wide lr factor per step, decaying to 0 "
+                               "at the run's last step", group=EXPERIMENT)
+    warmup_epochs: int = setting(0, nonnegative_int, "linear lr warmup before the schedule", group=EXPERIMENT,
+                                 metavar="N")
+    seeds: int | tuple = setting(3, seed_spec, "seeds 0..N-1, a range A-B or a list; a seed fixes initial "
+                                 "weights and data order for all strategies", group=EXPERIMENT,
+                                 metavar="N|A-B|A,B,...", key=False)
+    strategies: tuple = setting(expand("core"), strategy_list, "comma list of strategies (see "
+                                "--list-strategies), 'core' (standard, alternating-epoch, alternating-batch) "
+                                "or 'all'; knobs in brackets, variants with |: 'freezeout[t0=0.5|0.8]'",
+                                group=EXPERIMENT, metavar="LIST", key=False)
+    freeze_bn_stats: bool = setting(False, help="frozen units' BatchNorm running statistics stay fixed too",
+                                    group=EXPERIMENT, switch=True)
+    match_budget: str = setting("epochs", choice("epochs", "flops", "time"), "flops/time: add a standard run "
+                                "stopped at the FLOPs or seconds that --match-to used with the same seed",
+                                group=EXPERIMENT, key=False)
+    match_to: tuple = setting(strategy_names("alternating-batch"), strategy_names, "reference strategies for "
+                              "--match-budget (in a confirmed sweep: every strategy that used fewer FLOPs than "
+                              "standard)", group=EXPERIMENT, metavar="STRATEGY[,...]", key=False)
+    target_frac: float = setting(0.95, positive_float, "epochs-to-target uses this fraction of standard's mean "
+                                 "final accuracy", group=EXPERIMENT, metavar="F", grid=False)
+    metric: str = setting("final", choice("final", "early-stopped"), "test accuracy that tables and the tuned "
+                          "comparison report: after the last epoch, or at the epoch of best validation "
+                          "accuracy (needs --val-size)", group=EXPERIMENT, key=False)
+    # model
+    depth: int = setting(2, positive_int, "hidden blocks", group=MODEL, metavar="N")
+    split: int | None = setting(None, positive_int, "hidden blocks in the first half", group=MODEL, metavar="N",
+                                none="depth // 2, at least 1")
+    hidden_size: int = setting(512, positive_int, "width of every hidden block", group=MODEL, metavar="N")
+    dropout: float = setting(0.3, probability, "dropout probability after every hidden block", group=MODEL,
+                             metavar="P")
+    precision: str = setting("fp32", choice(*PRECISIONS), "fp32; bf16 autocast with fp32 weights and optimizer "
+                             "state; tf32 (CUDA only)", group=MODEL)
+    # a sweep: ((key, (value, ...)), ...); the cells are the product of the value lists
+    grid: tuple = setting((), grid_entry, "vary a setting (repeatable; the cells are the product): e.g. --grid "
+                          "lr=3e-4,1e-3,3e-3 --grid depth=2,4", group=SWEEPS, metavar="KEY=V1,V2,...",
+                          key=False, many=True, none="no grid, one experiment")
+    tune: tuple = setting((), key_list, "grid keys each strategy tunes on validation accuracy, per group of "
+                          "cells that agree on the others; a strategy given as several variants "
+                          "(freezeout[t0=0.5|0.8]) also tunes its knobs", group=SWEEPS, metavar="KEY[,KEY...]",
+                          key=False, none="lr, when lr is gridded")
+    confirm_seeds: int = setting(0, nonnegative_int, "after tuning, run each strategy's choice on N fresh seeds "
+                                 "(numbered after the tuning seeds); the tuned comparison then reports only "
+                                 "those", group=SWEEPS, metavar="N", key=False)
+    # running
+    device: str = setting("auto", help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N, mps", group=RUNNING,
+                          metavar="DEV", grid=False)
+    compile: bool = setting(False, help="torch.compile the model", group=RUNNING, switch=True, grid=False)
+    eval_batch_size: int = setting(1000, positive_int, "evaluation batch size", group=RUNNING, metavar="N",
+                                   grid=False)
+    plugins: tuple = setting((), plugin_ref, "a Python file or module that registers strategies, imported before any "
+                             "name is resolved, here and in every worker and SLURM job (repeatable)",
+                             group=RUNNING, metavar="FILE.py|MODULE", key=False, many=True, flag="--plugin",
+                             none="none")
+    out: str | None = setting(None, help="results folder", group=RUNNING, metavar="DIR", key=False,
+                              none="results/<dataset and the settings that differ from the defaults>")
+    overwrite: bool = setting(False, help="discard results already in --out instead of resuming", group=RUNNING,
+                              key=False, switch=True)
+    dry_run: bool = setting(False, help="smoke check: 1 epoch of 4 batches per strategy, 1 seed, in a scratch "
+                            "folder of its own that it removes afterwards", group=RUNNING, switch=True, grid=False)
+    progress: bool = setting(True, help="turn off the progress output (bars on a terminal, one line per "
+                             "finished run otherwise)", group=RUNNING, key=False, switch=True, flag="--no-progress")
+    # launching runs
+    launcher: str = setting("local", choice("local", "slurm"), "local: --workers processes on this machine; "
+                            "slurm: a job array via submitit", group=LAUNCH, key=False)
+    workers: int = setting(1, positive_int, "local: concurrent run processes (torch threads are split between "
+                           "them; spread over the GPUs if there are several)", group=LAUNCH, metavar="N", key=False)
+    threads: int | None = setting(None, positive_int, "torch threads per run", group=LAUNCH, metavar="N", key=False,
+                                  none="cores / workers; slurm: --slurm-cpus-per-task")
+    slurm_partition: str | None = setting(None, help="partition to submit to", group=LAUNCH, metavar="NAME",
+                                          key=False, none="the cluster's default partition")
+    slurm_time: int = setting(60, slurm_minutes, "time limit per job: minutes, or [D-]HH:MM:SS as sbatch takes "
+                              "it", group=LAUNCH, metavar="TIME", key=False)
+    slurm_cpus_per_task: int = setting(1, positive_int, "CPU cores per job (and its torch threads)", group=LAUNCH,
+                                       metavar="N", key=False)
+    slurm_gpus_per_task: int = setting(0, nonnegative_int, "GPUs per job", group=LAUNCH, metavar="N", key=False)
+    slurm_mem: str | None = setting(None, help="memory per job, as sbatch --mem takes it (e.g. 8G)", group=LAUNCH,
+                                    metavar="MEM", key=False, none="the cluster's")
+    slurm_array_parallelism: int | None = setting(None, positive_int, "at most N array tasks at once",
+                                                  group=LAUNCH, metavar="N", key=False, none="no limit")
+    slurm_max_requeues: int = setting(3, nonnegative_int, "requeues of a job after a timeout or preemption",
+                                      group=LAUNCH, metavar="N", key=False)
+    slurm_args: tuple = setting((), key_value, "any other sbatch option, e.g. --slurm-arg account=mylab",
+                                group=LAUNCH, metavar="KEY=VALUE", key=False, many=True, flag="--slurm-arg",
+                                none="none")
+    wait: bool = setting(True, help="slurm: do not wait for the jobs (waiting is the default): submit and return; "
+                         "rerun the same command to collect the results", group=LAUNCH, key=False, switch=True,
+                         flag="--no-wait")
+    cancel: bool = setting(False, help="with --overwrite: scancel the folder's live SLURM jobs first (without it, "
+                           "--overwrite refuses while they run)", group=LAUNCH, key=False, switch=True)
+
+    def __post_init__(self):
+        """Settings given as text (Config(strategies="standard,mine"), seeds="0-4", ...) become
+        their values, through the same parsers as the flags; plugins are imported first, since
+        strategy names are checked against what they register."""
+        plugins = (self.plugins,) if isinstance(self.plugins, str) else self.plugins
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        set_("plugins", tuple(plugin_ref(p) for p in plugins))
+        try:
+            load_plugins(self.plugins)
+        except StrategyError as e:
+            raise ConfigError(str(e)) from None
+        for name in ("strategies", "match_to", "seeds", "tune", "grid", "slurm_args"):
+            value, s = getattr(self, name), SETTINGS[name]
+            if isinstance(value, list):
+                value = tuple(value)
+            if isinstance(value, str) or (isinstance(value, tuple) and any(isinstance(v, str) for v in value)
+                                          and name not in ("tune", "slurm_args")):
+                try:
+                    value = s.parse(value) if not s.many else tuple(s.parse(v) for v in value)
+                except ValueError as e:
+                    raise ConfigError(f"{s.flag} {e}") from None
+            set_(name, value)
+        keys = [k for k, _ in self.grid]
+        for k in keys:
+            if keys.count(k) > 1:
+                raise ConfigError(f"--grid {k} is given twice; put all its values in one --grid {k}=V1,V2,...")
+
+    def effective(self):
+        """The config as run: --dry-run shrinks data, epochs and seeds to a smoke check."""
+        if not self.dry_run:
+            return self
+        val = self.batch_size if self.val_size else 0
+        return replace(self, epochs=1, seeds=(seed_list(self.seeds)[0],), val_size=val,
+                       confirm_seeds=min(self.confirm_seeds, 1), train_size=4 * self.batch_size + val,
+                       test_size=2 * self.batch_size)
+
+    @property
+    def first_half_blocks(self):
+        return self.split if self.split is not None else max(1, self.depth // 2)
+
+    def result_key(self):
+        """Settings that change a run's result: a results folder holds runs of one key only.
+        Seeds and strategies may grow between invocations; runs already done are reused.
+        data_dir is left out so that the same data extracted elsewhere can resume a folder."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS.values() if s.key}
+
+    def to_json(self):
+        """Every setting as JSON-ready values (names as their text)."""
+        return _jsonable(asdict(self))
+
+    def train_spec(self, name):
+        """What a run of `name` (a RunName) trains with under this config (its budget aside)."""
+        s = name.strategy.strategy()
+        return TrainSpec(schedule=s.schedule, num_epochs=self.epochs, learning_rate=self.lr,
+                         optimizer=self.optimizer, weight_decay=self.weight_decay, lr_schedule=self.lr_schedule,
+                         warmup_epochs=self.warmup_epochs, precision=self.precision,
+                         reset_optimizer=s.reset_optimizer, name=str(name),
+                         freeze_bn_stats=self.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats)
+
+
+def _jsonable(v):
+    if isinstance(v, (StrategyName, RunName)):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
     return v
 
 
-def boolean(text):
-    t = str(text).lower()
-    if t in ("true", "1", "yes", "on"):
-        return True
-    if t in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {text!r}")
-
-
-def choice(*options):
-    def parse(text):
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, got {text!r}")
-        return text
-    return parse
-
-
-def _number(kind, text):
-    if isinstance(text, bool):
-        return None
-    if isinstance(text, (int, float)):
-        return kind(text) if kind is float or float(text).is_integer() else None
-    try:
-        return kind(text)
-    except (TypeError, ValueError):
-        return None
-
-
-PARSERS = {
-    "dataset": choice(*DATASETS), "train_size": positive_int, "test_size": positive_int,
-    "val_size": nonnegative_int, "epochs": positive_int, "batch_size": positive_int, "lr": positive_float,
-    "optimizer": choice("adam", "adamw", "sgd"), "switch_every": positive_int, "lr_first": positive_float,
-    "lr_second": positive_float, "freeze_bn_stats": boolean,
-    "match_budget": choice("epochs", "flops", "time"), "target_frac": positive_float,
-    "depth": positive_int, "split": positive_int, "hidden_size": positive_int, "dropout": probability,
-    "precision": choice(*PRECISIONS), "eval_batch_size": positive_int, "seeds": seed_spec,
-    "weight_decay": nonnegative_float, "lr_schedule": choice(*LR_SCHEDULES),
-    "warmup_epochs": nonnegative_int, "metric": choice("final", "early-stopped"),
-    "confirm_seeds": nonnegative_int,
-    "workers": positive_int, "threads": positive_int, "slurm_time": slurm_minutes,
-    "slurm_cpus_per_task": positive_int, "slurm_gpus_per_task": nonnegative_int,
-    "launcher": choice("local", "slurm"), "slurm_array_parallelism": positive_int,
-    "slurm_max_requeues": nonnegative_int,
-}
+SETTINGS = {f.name: Setting(f.name, f.default, flag=f.metadata["flag"] or "--" + f.name.replace("_", "-"),
+                            **{k: v for k, v in f.metadata.items() if k != "flag"}) for f in fields(Config)}
+GRID_KEYS = tuple(n for n, s in SETTINGS.items() if s.grid)
+# settings of earlier versions that became knobs: a folder that has them at their old default
+# is unaffected; the flag says where the setting went
+RETIRED = {"switch_every": "the period is a knob now: alternating-k[every=K] (or alternating-K)",
+           "lr_first": "the rates are knobs now: gan-style[first_lr=F,second_lr=S], multiples of --lr",
+           "lr_second": "the rates are knobs now: gan-style[first_lr=F,second_lr=S], multiples of --lr"}
+RETIRED_DEFAULTS = {"switch_every": 10, "lr_first": None, "lr_second": None}
+# what each setting of a folder's key is when a folder does not say: today's defaults, and the
+# retired settings' old ones (so folders made before they retired keep their settings hash)
+DEFAULT_KEY = {**RETIRED_DEFAULTS, **Config().result_key()}
 
 
 def flag(name):
-    return "--" + name.replace("_", "-")
+    return SETTINGS[name].flag if name in SETTINGS else "--" + name.replace("_", "-")
 
 
 def check_config(cfg):
     """Reject settings that cannot work, with a one-line message that names the fix."""
-    for name, parse in PARSERS.items():
-        v = getattr(cfg, name)
-        if v is None and name in ("train_size", "test_size", "lr_first", "lr_second", "split", "threads",
-                                  "slurm_array_parallelism"):
-            continue
+    for name, s in SETTINGS.items():
         try:
-            parse(v)
+            s.check(getattr(cfg, name))
         except ValueError as e:
-            raise ConfigError(f"{flag(name)} {e}") from None
+            raise ConfigError(f"{s.flag} {e}") from None
     if not 1 <= cfg.first_half_blocks <= cfg.depth:
         raise ConfigError(f"--split must be between 1 and --depth ({cfg.depth}), got {cfg.split}: the "
                           f"first half holds blocks 1..split, the second half the rest and the head")
-    for s in cfg.strategies:
-        if not known_strategy(s):
-            raise ConfigError(f"unknown strategy {s!r} in --strategies; choose from core, all, "
-                              f"{', '.join(STRATEGIES)}, or alternating-K for a number K")
     if not cfg.strategies:
         raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
     if cfg.warmup_epochs >= cfg.epochs:
@@ -329,7 +529,7 @@ def default_out(cfg, root="results"):
     if len(name) > 120:  # keep paths usable; the full settings are in config.json
         import hashlib
         name = name[:100] + "-" + hashlib.sha1(name.encode()).hexdigest()[:10]
-    return os.path.join(root, "dry-run" if cfg.dry_run else "", name)
+    return os.path.join(root, name)
 
 
 def cell_label(values):
@@ -342,112 +542,6 @@ def short_value(v):
     return format(v, "g") if isinstance(v, float) else str(v)
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """How one named strategy trains: a schedule plus optimizer options."""
-    schedule: object = STANDARD          # a training_loop schedule: Schedule, FreezeOut, ...
-    reset_optimizer: bool = False        # re-create Adam at every phase change
-    separate_optimizers: bool = False    # one optimizer per half (GAN style)
-    two_timescale: bool = False          # per-half learning rates from lr_first / lr_second
-    freeze_bn_stats: bool | None = None  # None: follow Config.freeze_bn_stats
-    description: str = field(default="", compare=False)
-
-
-STRATEGIES = {
-    "standard": Strategy(description="every layer, every step"),
-    "alternating-epoch": Strategy(alternating(1, "epoch"), description="halves switch every epoch"),
-    "alternating-batch": Strategy(alternating(1, "batch"), description="halves switch every batch"),
-    "alternating-k": None,  # built from Config.switch_every, see strategy()
-    "alternating-epoch-reset": Strategy(alternating(1, "epoch"), reset_optimizer=True,
-                                        description="earlier version: new Adam at each switch"),
-    "alternating-batch-reset": Strategy(alternating(1, "batch"), reset_optimizer=True,
-                                        description="earlier version: new Adam at each switch"),
-    "standard-reset-epoch": Strategy(Schedule(unit="epoch"), reset_optimizer=True,
-                                     description="standard, new Adam every epoch"),
-    "standard-reset-batch": Strategy(Schedule(unit="batch"), reset_optimizer=True,
-                                     description="standard, new Adam every batch"),
-    "alternating-epoch-bnfixed": Strategy(alternating(1, "epoch"), freeze_bn_stats=True,
-                                          description="frozen half's BN stats fixed"),
-    "alternating-batch-bnfixed": Strategy(alternating(1, "batch"), freeze_bn_stats=True,
-                                          description="frozen half's BN stats fixed"),
-    "gan-style": Strategy(alternating(1, "batch"), separate_optimizers=True, two_timescale=True,
-                          description="one Adam per half, per-half lr"),
-    # published freezing methods, adapted to this MLP and to Adam (see ARCHITECTURE.md)
-    "freezeout": Strategy(FreezeOut(), description="blocks stop in turn, each lr cosine to 0 (Brock 2017)"),
-    "layer-freezing": Strategy(LayerFreezing(), description="first blocks freeze late in training (Composer)"),
-    "cyclic-blocks": Strategy(CyclicBlocks(), description="one unit at a time, ascending (BAdam)"),
-    "cyclic-blocks-descending": Strategy(CyclicBlocks(order="descending"),
-                                         description="one unit at a time, descending (BAdam)"),
-    "cyclic-blocks-random": Strategy(CyclicBlocks(order="random"),
-                                     description="one unit at a time, random order per round (BAdam)"),
-    "cyclic-blocks-reset": Strategy(CyclicBlocks(), reset_optimizer=True,
-                                    description="cyclic blocks, Adam state cleared at each switch (BAdam)"),
-    "layerout": Strategy(LayerOut(), description="blocks freeze at random each epoch (Goutam 2020)"),
-}
-_ALTERNATING_K = re.compile(r"alternating-(\d+)$")
-
-
-def known_strategy(name):
-    return name in STRATEGIES or bool(_ALTERNATING_K.match(name)) or _matched_budget(name)
-
-
-def _matched_budget(name):
-    kind, _, ref = name.partition("=")
-    return kind in ("standard@flops", "standard@time") and (not ref or known_strategy(ref))
-
-
-def budget_kind(name):
-    """'flops' or 'time' for a matched-budget run name, else None."""
-    return name.partition("=")[0].partition("@")[2] or None if name.startswith("standard@") else None
-
-
-LEGACY_MATCH = "alternating-batch"  # the run named plain standard@flops is matched to this one
-
-
-def matched_name(budget, reference):
-    """The matched-budget standard run for `reference`: standard@flops=<reference>, or plain
-    standard@flops for alternating-batch (the name older folders use)."""
-    return f"standard@{budget}" if reference == LEGACY_MATCH else f"standard@{budget}={reference}"
-
-
-def matched_reference(name, cfg=None):
-    """The strategy whose budget matched-budget run `name` gets."""
-    return name.partition("=")[2] or LEGACY_MATCH
-
-
-def match_targets(cfg):
-    """--match-to as a list of strategy names."""
-    return [s.strip() for s in cfg.match_to.split(",") if s.strip()]
-
-
-def strategy(name, cfg):
-    """The `Strategy` for `name`; 'alternating-K' (K a number) switches every K batches."""
-    if name == "alternating-k":
-        return Strategy(alternating(cfg.switch_every, "batch"))
-    m = _ALTERNATING_K.match(name)
-    if m:
-        return Strategy(alternating(int(m.group(1)), "batch"))
-    if _matched_budget(name):
-        return STRATEGIES["standard"]
-    return STRATEGIES[name]
-
-
-def train_options(name, cfg):
-    """Keyword arguments for training_loop.train() for strategy `name` under `cfg`."""
-    s = strategy(name, cfg)
-    lrs = (cfg.lr_first or cfg.lr, cfg.lr_second or 4 * cfg.lr) if s.two_timescale else None
-    return dict(schedule=s.schedule, num_epochs=cfg.epochs, learning_rate=cfg.lr,
-                optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule,
-                warmup_epochs=cfg.warmup_epochs, precision=cfg.precision, group_lrs=lrs,
-                separate_optimizers=s.separate_optimizers, reset_optimizer=s.reset_optimizer,
-                freeze_bn_stats=cfg.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats)
-
-
-def expand_strategies(spec):
-    """'core', 'all' or a comma list -> tuple of names (unknown names are kept for the caller to reject)."""
-    if isinstance(spec, str):
-        spec = [s.strip() for s in spec.split(",") if s.strip()]
-    names = []
-    for s in spec:
-        names += list(CORE) if s == "core" else list(STRATEGIES) if s == "all" else [s]
-    return tuple(dict.fromkeys(names))
+def cell_key(values):
+    """A hashable key of a cell's grid values, whatever order the dict has."""
+    return tuple(sorted(values.items()))

@@ -11,38 +11,40 @@ runs the sweep and returns (cells, sweep summary).
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
-from tqdm.auto import tqdm
-
-from config import (CORE, DEFAULT_KEY, PARSERS, STRATEGIES, VERSION, Config, ConfigError, check_config,
-                    default_out, expand_strategies, match_targets, matched_name, matched_reference,
-                    seed_list)
-from data import DATASETS, DataError
+from config import (DEFAULT_KEY, RETIRED, SETTINGS, VERSION, Config, ConfigError, cell_key, check_config,
+                    default_out, did_you_mean, seed_list)
+from data import DataError
 from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
                        unit_id)
 from plots import plot_accuracy_flops, plot_comparison, plot_sweep
-from results import ResultsError, SweepDir
+from results import ResultsError, SweepDir, warn
 from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
-from sweep import (cell_label, format_sweep, grid_cells, parse_grid, summarize_sweep, sweep_csv, tune_keys,
+from strategies import BUILTIN, STRATEGIES, RunName, StrategyError, StrategyName, check_portable, load_plugins
+from sweep import (cell_label, format_sweep, grid_cells, summarize_sweep, sweep_csv, tune_keys,
                    tuned_comparison)
-from training_loop import pick_device
+from training_loop import Progress, ScheduleError, pick_device
 
 
 def run_plan(cfg):
-    """(strategy, seed) pairs in order: seed-major, so an interrupted sweep leaves whole seeds.
+    """(RunName, seed) pairs in order: seed-major, so an interrupted sweep leaves whole seeds.
     A matched-budget standard run follows the run it is matched to."""
-    names, targets = list(cfg.strategies), match_targets(cfg) if cfg.match_budget != "epochs" else []
+    names = list(cfg.strategies)
+    targets = [RunName(t) for t in cfg.match_to] if cfg.match_budget != "epochs" else []
     names += [t for t in targets if t not in names]
     plan = []
     for seed in seed_list(cfg.seeds):
         for name in names:
             plan.append((name, seed))
             if name in targets:
-                plan.append((matched_name(cfg.match_budget, name), seed))
+                plan.append((RunName.matched(cfg.match_budget, name.strategy), seed))
     return plan
 
 
@@ -51,8 +53,8 @@ def prepare_cell(cfg, overwrite=False, cell=None):
     device = pick_device(cfg.device) if cfg.launcher == "local" and cfg.workers == 1 else "cpu"
     store = open_cell(cfg, overwrite)
     data = dataset_for(cfg, device)
-    store.write_config(asdict(cfg), {
-        **_submit_environment(cfg), "dataset_label": data.label,
+    store.write_config(cfg.to_json(), {
+        **_submit_environment(cfg), "dataset_label": data.label, "plugins": load_plugins(cfg.plugins),
         "data_fingerprint": data.fingerprint(),
         "train_samples": len(data.y_train), "test_samples": len(data.y_test),
         "val_samples": 0 if data.y_val is None else len(data.y_val),
@@ -69,9 +71,22 @@ def _submit_environment(cfg):
 
 
 def units_of(cfg, store):
-    """The cell's planned runs that are not saved yet, as units."""
-    return [Unit(cfg, name, seed, after=(cfg.out, matched_reference(name), seed) if "@" in name else None)
-            for name, seed in run_plan(cfg) if not store.done(name, seed)]
+    """The cell's planned runs that are not saved yet, as units. A saved run or a checkpoint that
+    other code made (its spec differs from what would run now) is refused, never reused."""
+    units = []
+    for name, seed in run_plan(cfg):
+        refuse_stale(store, name, seed)
+        if not store.runs.saved(name, seed):
+            after = (cfg.out, RunName(name.reference), seed) if name.budget else None
+            units.append(Unit(cfg, name, seed, after=after))
+    return units
+
+
+def refuse_stale(store, name, seed):
+    why = store.runs.stale(name, seed) or store.checkpoints.stale(name, seed)
+    if why:
+        raise ResultsError(f"{store.path} holds {name} seed {seed}, which cannot be reused: {why}; pass "
+                           f"--overwrite to discard the folder's runs, or choose a new --out")
 
 
 def launch(units, cfg, stores, log, poll_s=1.0):
@@ -79,38 +94,40 @@ def launch(units, cfg, stores, log, poll_s=1.0):
     cell's metrics.csv current. Runs that other executors hold (their lease, or a live SLURM job
     of this folder) are waited for, and taken up here if their holder dies. Returns the units
     that did not finish, with reasons."""
-    bar = tqdm(total=len(units), desc="runs", disable=not cfg.progress or cfg.launcher == "slurm")
-    say = bar.write if cfg.progress and log is print else log  # lines above the bar, unless redirected
-
+    bar = Progress(len(units), "runs", cfg.progress and cfg.launcher != "slurm")
+    say = bar.write if log is print else log  # lines above a bar on a terminal; plain lines elsewhere
     finished = set()
 
     def on_done(unit, run):
-        finished.add(id(unit))
+        finished.add(unit)
         say(run_line(run))
-        stores[unit.cfg.out].refresh().write_metrics()
+        stores[unit.cfg.out].runs.refresh()
+        stores[unit.cfg.out].write_metrics()
         bar.update()
+
+    def holder(u):
+        return stores[u.cfg.out].leases.holder(u.name, u.seed)
 
     saved = _saved_run(stores)
     pending, failed, waiting_said = list(units), [], False
     try:
         while pending:
             slurm_held = {} if cfg.launcher == "slurm" else live_jobs(cfg.out)
-            held = {id(u) for u in pending if stores[u.cfg.out].holder(u.strategy, u.seed) is not None
-                    or unit_id(u) in slurm_held}
+            held = {u for u in pending if holder(u) is not None or unit_id(u) in slurm_held}
             ready = _ready(pending, held, stores)
-            result = _execute(ready, cfg, stores, on_done, say, lambda u: id(u) in held or
-                              stores[u.cfg.out].holder(u.strategy, u.seed) is not None) if ready else []
+            result = _execute(ready, cfg, stores, on_done, say,
+                              lambda u: u in held or holder(u) is not None) if ready else []
             failed_now = [(u, why) for u, why in result if why != HELD]
             failed += failed_now
-            gone = finished | {id(u) for u, _ in failed_now}
-            pending = [u for u in pending if id(u) not in gone]
+            gone = finished | {u for u, _ in failed_now}
+            pending = [u for u in pending if u not in gone]
             for u in list(pending):
                 run = saved(u)
                 if run is not None:
                     on_done(u, run)
                     pending.remove(u)
-                elif u.after and not stores[u.after[0]].saved(*u.after[1:]) and not any(
-                        (v.cfg.out, v.strategy, v.seed) == u.after for v in pending):
+                elif u.after and not stores[u.after[0]].runs.saved(*u.after[1:]) and not any(
+                        (v.cfg.out, v.name, v.seed) == u.after for v in pending):
                     failed.append((u, f"its reference run {u.after[1]} seed {u.after[2]} did not finish"))
                     pending.remove(u)
             if not cfg.wait and failed:
@@ -129,10 +146,10 @@ def launch(units, cfg, stores, log, poll_s=1.0):
 def _ready(pending, held, stores):
     """The pending units this invocation can start now: not held elsewhere, and whose reference
     run (matched budgets) is saved or starts in the same batch."""
-    first = [u for u in pending if id(u) not in held and u.after is None]
-    starting = {(u.cfg.out, u.strategy, u.seed) for u in first}
-    return first + [u for u in pending if id(u) not in held and u.after is not None and
-                    (stores[u.after[0]].saved(*u.after[1:]) or u.after in starting)]
+    first = [u for u in pending if u not in held and u.after is None]
+    starting = {(u.cfg.out, u.name, u.seed) for u in first}
+    return first + [u for u in pending if u not in held and u.after is not None and
+                    (stores[u.after[0]].runs.saved(*u.after[1:]) or u.after in starting)]
 
 
 def _execute(units, cfg, stores, on_done, say, held):
@@ -140,36 +157,41 @@ def _execute(units, cfg, stores, on_done, say, held):
         return run_slurm(units, on_done, cfg, cfg.out, is_done=_saved_run(stores), held=held, log=say)
     if cfg.workers > 1:
         return run_local(units, on_done, cfg.workers, cfg.device, cfg.threads, log=say)
-    return run_inprocess(units, on_done, threads=cfg.threads, progress=cfg.progress, log=say)
+    return run_inprocess(units, on_done, threads=cfg.threads, progress=cfg.progress and sys.stderr.isatty(),
+                         log=say)
 
 
 def _saved_run(stores):
-    return lambda unit: stores[unit.cfg.out].saved(unit.strategy, unit.seed)
+    return lambda unit: stores[unit.cfg.out].runs.saved(unit.name, unit.seed)
 
 
 def _ordered_runs(cfg, store):
     """Every run in the folder: the planned strategies first, then any others earlier invocations
     left there, so the summary and figure cover the whole folder."""
-    names = [n for n, _ in run_plan(cfg)]
-    known = [*CORE, *STRATEGIES]
-    others = sorted({n for n, _ in store.runs}, key=lambda n: (known.index(n) if n in known else len(known), n))
+    names = [str(n) for n, _ in run_plan(cfg)]
+    known = list(STRATEGIES)
+    others = sorted({r["strategy"] for r in store.runs.all()},
+                    key=lambda n: (known.index(n) if n in known else len(known), n))
     order = list(dict.fromkeys(["standard", *names, *others]))
-    return sorted(store.runs.values(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
+    return sorted(store.runs.all(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
 
 
 def summarise_cell(cfg, store, label, title_extra=""):
     """Write the cell's metrics.csv, summary.json and comparison_results.png; return (runs, summary)."""
-    store.refresh().write_metrics()
+    store.runs.refresh()
+    for path, why in store.runs.excluded.items():
+        warn(f"{path} is not counted: {why}")
+    store.write_metrics()
     runs = _ordered_runs(cfg, store)
     summary = summarize(runs, target_frac=cfg.target_frac)
     summary["dataset"] = label
     plan = run_plan(cfg)
     summary["runs_planned"] = len(plan)
-    summary["runs_saved"] = sum(store.done(n, s) is not None for n, s in plan)
+    summary["runs_saved"] = sum(store.runs.saved(n, s) is not None for n, s in plan)
     summary["complete"] = summary["runs_saved"] == summary["runs_planned"]
     store.write_summary(summary)
     model = f"{cfg.depth} x {cfg.hidden_size} MLP" if (cfg.depth, cfg.hidden_size) != (2, 512) else "MLP"
-    title = (f"Alternating freezing vs standard training: {label}, {model}, {cfg.epochs} epochs, "
+    title = (f"Freezing schedules vs standard training: {label}, {model}, {cfg.epochs} epochs, "
              f"batch {cfg.batch_size}, {cfg.optimizer.capitalize()} lr {cfg.lr:g}"
              + ("" if cfg.precision == "fp32" else f", {cfg.precision}") + title_extra)
     store.save_figure(plot_comparison(runs, summary, title=title))
@@ -186,14 +208,26 @@ def _finish(failed, out, log, result):
     raise Unfinished(len(failed))
 
 
+SCRATCH = "altfreeze-dry-run-"  # a dry run's own folder, in the temp directory
+
+
 def run_experiment(cfg: Config, log=print):
     """Run (or resume) every planned run, write all outputs into cfg.out; return (runs, summary).
-    With cfg.grid, run the sweep instead (see run_sweep)."""
+    With cfg.grid, run the sweep instead (see run_sweep). A dry run trains in a scratch folder of
+    its own (unless --out names one), which it removes when it ends."""
     check_config(cfg)
+    check_portable(cfg.strategies, cfg.workers > 1 or cfg.launcher == "slurm")
+    if cfg.dry_run and cfg.out is None:
+        scratch = tempfile.mkdtemp(prefix=SCRATCH)
+        try:
+            return run_experiment(replace(cfg, out=scratch, overwrite=True), log)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     if cfg.grid:
         return run_sweep(cfg, log)
-    cfg = replace(cfg, out=cfg.out or default_out(cfg)).effective()
-    log(f"results folder: {cfg.out}")
+    cfg = replace(cfg, out=cfg.out or default_out(cfg), overwrite=cfg.overwrite or cfg.dry_run).effective()
+    scratch = cfg.dry_run and os.path.basename(cfg.out).startswith(SCRATCH)
+    log(f"results folder: {cfg.out}" + (" (a dry run: removed when it ends)" if scratch else ""))
     if cfg.overwrite:
         _refuse_live_jobs(cfg, log)
     store, data = prepare_cell(cfg, cfg.overwrite)
@@ -210,7 +244,8 @@ def run_experiment(cfg: Config, log=print):
         return [], None
     runs, summary = summarise_cell(cfg, store, data.label)
     log(_completeness(summary) + format_table(summary))
-    log(f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
+    log(f"dry run done: every stage ran; its scratch folder {cfg.out} is removed now" if scratch else
+        f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
     return _finish(failed, cfg.out, log, (runs, summary))
 
 
@@ -263,9 +298,10 @@ def run_sweep(cfg: Config, log=print):
     cfg = replace(cfg, out=cfg.out or default_out(cfg))
     keys = [k for k, _ in cfg.grid]
     tune = tune_keys(cfg.tune, keys)
-    if cfg.confirm_seeds and (not tune or not cfg.val_size):
-        raise ConfigError("--confirm-seeds needs something to tune (--grid lr=... or --tune KEYS) and a "
-                          "validation split (--val-size N) to choose it on")
+    variants = len({n.strategy for n in cfg.strategies}) > len({n.strategy.base for n in cfg.strategies})
+    if cfg.confirm_seeds and (not (tune or variants) or not cfg.val_size):
+        raise ConfigError("--confirm-seeds needs something to tune (--grid lr=..., --tune KEYS, or variants "
+                          "of a strategy's knobs) and a validation split (--val-size N) to choose it on")
     confirming = bool(cfg.confirm_seeds)
     # matched-budget runs belong to the confirmation when there is one, not to every cell
     cells = grid_cells(replace(cfg, match_budget="epochs") if confirming else cfg)
@@ -279,7 +315,7 @@ def run_sweep(cfg: Config, log=print):
         cell = replace(cell, out=str(sweep.cell_path(values)))
         store, data = prepare_cell(cell, cell=values)
         stores[cell.out], labels[cell.out] = store, data.label
-        by_values[tuple(sorted(values.items()))] = cell
+        by_values[cell_key(values)] = cell
         units += units_of(cell, store)
     total = sum(len(run_plan(c)) for _, c in cells)
     log(f"sweep: {len(cells)} cells ({' x '.join(f'{len(v)} {k}' for k, v in cfg.grid)}), "
@@ -293,10 +329,12 @@ def run_sweep(cfg: Config, log=print):
     fresh, confirming_units = None, []
     if confirming and not failed:
         fresh = list(range(max(selection) + 1, max(selection) + 1 + cfg.effective().confirm_seeds))
-        done = [(v, list(stores[str(sweep.cell_path(v))].refresh().runs.values())) for v, _ in cells]
+        done = [(v, stores[str(sweep.cell_path(v))].runs.refresh().all()) for v, _ in cells]
         tuned, _ = tuned_comparison(done, keys, "standard", tune, cfg.metric, selection)
         confirming_units = confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
-        units = [u for u in confirming_units if not stores[u.cfg.out].done(u.strategy, u.seed)]
+        for u in confirming_units:
+            refuse_stale(stores[u.cfg.out], u.name, u.seed)
+        units = [u for u in confirming_units if not stores[u.cfg.out].runs.saved(u.name, u.seed)]
         log(f"confirmation: {_plural(len(units), 'run')} to go on fresh {_seed_range(tuple(fresh))} "
             f"(each strategy at its tuned choice" + (", plus equal-compute standard runs)"
                                                      if cfg.match_budget == "flops" else ")"))
@@ -311,7 +349,7 @@ def run_sweep(cfg: Config, log=print):
         saved, planned = saved + s["runs_saved"], planned + s["runs_planned"]
         done.append((values, runs))
     planned += len(confirming_units)
-    saved += sum(stores[u.cfg.out].refresh().done(u.strategy, u.seed) is not None for u in confirming_units)
+    saved += sum(stores[u.cfg.out].runs.saved(u.name, u.seed) is not None for u in confirming_units)
     summary = summarize_sweep(done, keys, target_frac=cfg.target_frac, metric=cfg.metric, tune=tune,
                               selection_seeds=selection, confirm_seeds=fresh)
     summary.update(dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
@@ -331,21 +369,22 @@ def run_sweep(cfg: Config, log=print):
 
 
 def confirmation_units(tuned, cells, seeds, matched):
-    """Units that confirm a tuned comparison: each strategy's chosen cell on the fresh seeds and,
-    with `matched`, a standard run in standard's chosen cell stopped at the FLOPs of each
-    strategy that trained with fewer FLOPs than standard (on the selection seeds)."""
+    """Units that confirm a tuned comparison: each strategy's chosen candidate (its cell and knob
+    variant) on the fresh seeds and, with `matched`, a standard run in standard's chosen cell
+    stopped at the FLOPs of each strategy that trained with fewer FLOPs than standard (on the
+    selection seeds)."""
     units = []
     for g in tuned:
         ref = g["strategies"].get("standard") or {}
-        ref_cell = cells.get(tuple(sorted(ref["cell"].items()))) if ref.get("cell") else None
+        ref_cell = cells.get(cell_key(ref["cell"])) if ref.get("cell") else None
         ref_flops = _mean_flops(ref)
         for name, e in g["strategies"].items():
             if not e.get("cell"):
                 continue
-            cell = cells[tuple(sorted(e["cell"].items()))]
-            units += [Unit(cell, name, s) for s in seeds]
+            cell, variant = cells[cell_key(e["cell"])], RunName.parse(e["variant"])
+            units += [Unit(cell, variant, s) for s in seeds]
             if matched and name != "standard" and ref_cell is not None and _mean_flops(e) < ref_flops:
-                units += [Unit(ref_cell, matched_name("flops", name), s, after=(cell.out, name, s))
+                units += [Unit(ref_cell, RunName.matched("flops", variant.strategy), s, after=(cell.out, variant, s))
                           for s in seeds]
     return units
 
@@ -357,6 +396,7 @@ def _mean_flops(entry):
 # --- command line -----------------------------------------------------------------
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message):  # one line naming the problem, no usage dump
+        message = message[len("argument "):] if message.startswith("argument --") else message
         self.exit(2, f"error: {message}; see python experiments.py --help\n")
 
 
@@ -382,14 +422,16 @@ class _ListStrategies(argparse.Action):
 
 
 def strategy_table():
-    """Every named strategy and what it does, as a plain-text table."""
+    """Every registered strategy (built-in and from plugins), its knobs with their defaults, and
+    what it does, as a plain-text table."""
     from stats import text_table
-    rows = [[n, s.description if s else "halves switch every --switch-every batches"]
-            for n, s in STRATEGIES.items()]
-    rows += [["alternating-K", "halves switch every K batches (any whole number K)"],
-             ["standard@flops", "standard, stopped at --match-to's training FLOPs (--match-budget flops)"],
-             ["standard@time", "standard, stopped at --match-to's training seconds (--match-budget time)"]]
-    return text_table(["strategy", "what it does"], rows)
+    from strategies import table_rows
+    rows = table_rows()
+    rows += [["alternating-K", "-", "alternating-k[every=K], for any whole number K"],
+             ["standard@flops=S", "-", "standard, stopped at S's training FLOPs (--match-budget flops)"],
+             ["standard@time=S", "-", "standard, stopped at S's training seconds (--match-budget time)"]]
+    return (text_table(["strategy", "knobs (defaults)", "what it does"], rows)
+            + "\nset knobs in the name: freezeout[t0=0.5,cubic=false]; variants: freezeout[t0=0.5|0.8]")
 
 
 def version_line():
@@ -399,154 +441,105 @@ def version_line():
     return f"alternating-freeze {VERSION}, git commit {c['commit']}{dirty}"
 
 
-def _type(name):
-    """argparse type for a setting, from the one parser config.py keeps for it."""
+def _type(setting):
+    """argparse type for a setting: the one parser its declaration holds."""
     def parse(text):
         try:
-            return PARSERS[name](text)
+            return setting.parse(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = name
+    parse.__name__ = setting.name
     return parse
 
 
-def parse_args(argv=None):
-    p = build_parser()
-    a = vars(p.parse_args(argv))
-    for kv in a["slurm_args"]:
-        if "=" not in kv or not kv.split("=", 1)[0]:
-            p.error(f"argument --slurm-arg: expected KEY=VALUE, got {kv!r}")
-    a["tune"] = tuple(k.strip().replace("-", "_") for k in a["tune"].split(",") if k.strip())
-    return replace(Config(), **{**a, "strategies": expand_strategies(a["strategies"]),
-                                "grid": parse_grid(a["grid"]), "slurm_args": tuple(a["slurm_args"])})
+def _retired(name):
+    def parse(text):
+        raise argparse.ArgumentTypeError(RETIRED[name])
+    return parse
+
+
+def _shown(setting):
+    """A setting's default as --help shows it."""
+    v = setting.default
+    if setting.switch:
+        return "on" if v else "off"
+    if v is None or v == ():
+        return setting.none or "none"
+    if setting.name == "strategies" and v == Config().strategies:
+        return "core"
+    if isinstance(v, tuple):
+        return ",".join(map(str, v))
+    return format(v, "g") if isinstance(v, float) else str(v)
 
 
 def build_parser():
-    """The command line: one flag per Config setting, defaults taken from Config."""
-    d = Config()
-    p = _OneLineParser(description=__doc__.split("\n")[0], formatter_class=_HelpFormatter)
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset, choices=DATASETS,
-                   help="cifar10, cifar100, mnist, fashion-mnist, svhn (torchvision: downloaded into "
-                        "--data-dir, or read from it offline), folder (ImageFolder with train/ and "
-                        "test/), or synthetic (generated, no files)")
-    g.add_argument("--data-dir", default=d.data_dir, metavar="DIR", help="where the data lives")
-    g.add_argument("--train-size", type=_type("train_size"), default=d.train_size,
-                   metavar="N", help="use a seeded random subset of N training images (default: all)")
-    g.add_argument("--test-size", type=_type("test_size"), default=d.test_size,
-                   metavar="N", help="use a seeded random subset of N test images (default: all)")
-    g.add_argument("--val-size", type=_type("val_size"), default=d.val_size, metavar="N",
-                   help="hold out this many training images for validation (the same ones for every "
-                        "strategy and seed); anything selected is selected on them")
-    g = p.add_argument_group("the experiment")
-    g.add_argument("--epochs", type=_type("epochs"), default=d.epochs, metavar="N", help="epochs per run")
-    g.add_argument("--batch-size", type=_type("batch_size"), default=d.batch_size, metavar="N",
-                   help="training batch size")
-    g.add_argument("--lr", type=_type("lr"), default=d.lr, metavar="LR", help="learning rate")
-    g.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"),
-                   help="one optimizer persists across switches (its state kept)")
-    g.add_argument("--seeds", type=_type("seeds"), default=d.seeds, metavar="N|A-B|A,B,...",
-                   help="seeds 0..N-1, a range A-B or a list; a seed fixes initial weights and data order "
-                        "for all strategies")
-    g.add_argument("--weight-decay", type=_type("weight_decay"), default=d.weight_decay, metavar="WD",
-                   help="adam: L2 penalty added to the gradient; adamw: decoupled decay")
-    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=("constant", "cosine", "linear"),
-                   help="run-wide lr factor per step, decaying to 0 at the run's last step")
-    g.add_argument("--warmup-epochs", type=_type("warmup_epochs"), default=d.warmup_epochs, metavar="N",
-                   help="linear lr warmup before the schedule")
-    g.add_argument("--strategies", default=",".join(d.strategies) if d.strategies != CORE else "core",
-                   metavar="LIST",
-                   help=f"comma list of strategies (see --list-strategies), 'core' ({', '.join(CORE)}) "
-                        "or 'all'")
-    g.add_argument("--switch-every", type=_type("switch_every"), default=d.switch_every, metavar="K",
-                   help="K batches for the alternating-k strategy")
-    g.add_argument("--lr-first", type=_type("lr_first"), default=d.lr_first, metavar="LR",
-                   help="gan-style: first half's learning rate (default: --lr)")
-    g.add_argument("--lr-second", type=_type("lr_second"), default=d.lr_second, metavar="LR",
-                   help="gan-style: second half's learning rate (default: 4 x --lr)")
-    g.add_argument("--freeze-bn-stats", action="store_true",
-                   help="frozen half's BatchNorm running statistics stay fixed too")
-    g.add_argument("--match-budget", default=d.match_budget, choices=("epochs", "flops", "time"),
-                   help="flops/time: add a standard run stopped at the FLOPs or seconds that "
-                        "--match-to used with the same seed")
-    g.add_argument("--match-to", default=d.match_to, metavar="STRATEGY[,...]",
-                   help="reference strategies for --match-budget (in a confirmed sweep: every strategy "
-                        "that used fewer FLOPs than standard)")
-    g.add_argument("--target-frac", type=_type("target_frac"), default=d.target_frac, metavar="F",
-                   help="epochs-to-target uses this fraction of standard's mean final accuracy")
-    g.add_argument("--metric", default=d.metric, choices=("final", "early-stopped"),
-                   help="test accuracy that tables and the tuned comparison report: after the last epoch, "
-                        "or at the epoch of best validation accuracy (needs --val-size)")
-    g = p.add_argument_group("model and numerics")
-    g.add_argument("--depth", type=_type("depth"), default=d.depth, metavar="N", help="hidden blocks")
-    g.add_argument("--split", type=_type("split"), default=d.split, metavar="N",
-                   help="hidden blocks in the first half (default: depth // 2, at least 1)")
-    g.add_argument("--hidden-size", type=_type("hidden_size"), default=d.hidden_size, metavar="N",
-                   help="width of every hidden block")
-    g.add_argument("--dropout", type=_type("dropout"), default=d.dropout, metavar="P",
-                   help="dropout probability after every hidden block")
-    g.add_argument("--precision", default=d.precision, choices=("fp32", "bf16", "tf32"),
-                   help="fp32; bf16 autocast with fp32 weights and optimizer state; tf32 (CUDA only)")
-    g = p.add_argument_group("sweeps")
-    g.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="vary a setting (repeatable; the cells are the product): e.g. --grid "
-                        "lr=3e-4,1e-3,3e-3 --grid depth=2,4 (default: no grid, one experiment)")
-    g.add_argument("--tune", default=",".join(d.tune), metavar="KEY[,KEY...]",
-                   help="grid keys each strategy tunes on validation accuracy, per group of cells that "
-                        "agree on the others (default: lr, when lr is gridded)")
-    g.add_argument("--confirm-seeds", type=_type("confirm_seeds"), default=d.confirm_seeds, metavar="N",
-                   help="after tuning, run each strategy's choice on N fresh seeds (numbered after the "
-                        "tuning seeds); the tuned comparison then reports only those")
-    g = p.add_argument_group("running")
-    g.add_argument("--device", default=d.device, metavar="DEV",
-                   help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N, mps")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--out", default=d.out, metavar="DIR",
-                   help="results folder (default: results/<dataset and the settings that differ from "
-                        "the defaults>; dry runs: results/dry-run/...)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="discard results already in --out instead of resuming")
-    g.add_argument("--dry-run", action="store_true",
-                   help="smoke check: 1 epoch of 4 batches per strategy, 1 seed")
-    g.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="turn off the progress bars (shown by default)")
-    g = p.add_argument_group("launching runs")
-    g.add_argument("--launcher", default=d.launcher, choices=("local", "slurm"),
-                   help="local: --workers processes on this machine; slurm: a job array via submitit")
-    g.add_argument("--workers", type=_type("workers"), default=d.workers, metavar="N",
-                   help="local: concurrent run processes (torch threads are split between them; "
-                        "spread over the GPUs if there are several)")
-    g.add_argument("--threads", type=_type("threads"), default=d.threads, metavar="N",
-                   help="torch threads per run (default: cores / workers; slurm: --slurm-cpus-per-task)")
-    g.add_argument("--slurm-partition", default=d.slurm_partition, metavar="NAME",
-                   help="partition to submit to (default: the cluster's default partition)")
-    g.add_argument("--slurm-time", type=_type("slurm_time"), default=d.slurm_time, metavar="TIME",
-                   help="time limit per job: minutes, or [D-]HH:MM:SS as sbatch takes it (default: 60 minutes)")
-    g.add_argument("--slurm-cpus-per-task", type=_type("slurm_cpus_per_task"), default=d.slurm_cpus_per_task,
-                   metavar="N", help="CPU cores per job (and its torch threads)")
-    g.add_argument("--slurm-gpus-per-task", type=_type("slurm_gpus_per_task"), default=d.slurm_gpus_per_task,
-                   metavar="N", help="GPUs per job")
-    g.add_argument("--slurm-mem", default=d.slurm_mem, metavar="MEM",
-                   help="memory per job, as sbatch --mem takes it (e.g. 8G; default: the cluster's)")
-    g.add_argument("--slurm-array-parallelism", type=_type("slurm_array_parallelism"),
-                   default=d.slurm_array_parallelism, metavar="N",
-                   help="at most N array tasks at once (default: no limit)")
-    g.add_argument("--slurm-max-requeues", type=_type("slurm_max_requeues"), default=d.slurm_max_requeues,
-                   metavar="N", help="requeues of a job after a timeout or preemption")
-    g.add_argument("--cancel", action="store_true",
-                   help="with --overwrite: scancel the folder's live SLURM jobs first (without it, "
-                        "--overwrite refuses while they run)")
-    g.add_argument("--slurm-arg", dest="slurm_args", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other sbatch option, e.g. --slurm-arg account=mylab (repeatable; default: none)")
-    g.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="slurm: do not wait for the jobs (waiting is the default): submit and return; rerun "
-                        "the same command to collect the results")
+    """The command line: one flag per setting, everything about it from its declaration."""
+    p = _OneLineParser(description=__doc__.split("\n")[0], formatter_class=_HelpFormatter,
+                       argument_default=argparse.SUPPRESS)
+    groups = {}
+    for s in SETTINGS.values():
+        g = groups.get(s.group) or groups.setdefault(s.group, p.add_argument_group(s.group))
+        help_ = f"{s.help} (default: {_shown(s)})"
+        if s.switch:
+            g.add_argument(s.flag, dest=s.name, help=help_,
+                           action="store_false" if s.flag.startswith("--no-") else "store_true")
+            continue
+        options = getattr(s.parse, "options", None)
+        metavar = s.metavar or ("|".join(options) if options else None)
+        g.add_argument(s.flag, dest=s.name, help=help_, metavar=metavar, action="append" if s.many else "store",
+                       **({"type": _type(s)} if s.parse is not None else {}))
+    for name, why in RETIRED.items():
+        p.add_argument("--" + name.replace("_", "-"), type=_retired(name), help=argparse.SUPPRESS)
     g = p.add_argument_group("information")
-    g.add_argument("--list-strategies", action=_ListStrategies, nargs=0, default=argparse.SUPPRESS,
-                   help="print every strategy with what it does, and exit")
+    g.add_argument("--list-strategies", action=_ListStrategies, nargs=0,
+                   help="print every strategy with its knobs and what it does, and exit")
     g.add_argument("--version", action="version", version=version_line(),
                    help="print the suite's version and git commit, and exit")
     return p
+
+
+_NUMBER = __import__("re").compile(r"-(\d|\.\d|inf\b|nan\b)", __import__("re").I)
+
+
+def _join_negative_values(argv):
+    """--lr -1e-3 -> --lr=-1e-3: argparse would take -1e-3 for a flag and say 'expected one
+    argument'; joined, the value reaches the setting's parser and gets its own message."""
+    takes_value = {s.flag for s in SETTINGS.values() if not s.switch}
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in takes_value and i + 1 < len(argv) and _NUMBER.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _plugins_in(argv):
+    """The --plugin values of a command line, read before parsing: strategy names are checked
+    against the registry while the flags are parsed."""
+    out = []
+    for i, a in enumerate(argv):
+        if a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def parse_args(argv=None):
+    argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
+    p = build_parser()
+    try:
+        load_plugins(_plugins_in(argv))
+    except StrategyError as e:
+        p.error(str(e))
+    a = vars(p.parse_args(argv))
+    try:
+        return Config(**a)
+    except ConfigError as e:
+        p.error(str(e))
 
 
 def main(argv=None):
@@ -554,7 +547,7 @@ def main(argv=None):
     try:
         cfg = parse_args(argv)
         run_experiment(cfg)
-    except (ConfigError, DataError, ResultsError, LaunchError) as e:
+    except (ConfigError, DataError, ResultsError, LaunchError, StrategyError, ScheduleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Unfinished:

@@ -17,12 +17,13 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from runs import execute
+from training_loop import Progress
 from results import atomic_write
 
 ROOT = Path(__file__).resolve().parent
@@ -99,6 +100,14 @@ def worker_devices(device, workers):
     return [device] * workers
 
 
+@dataclass
+class _Slot:
+    """One local worker: its process, its task queue, and the index of the unit it holds."""
+    process: object
+    tasks: object
+    holding: int | None = None
+
+
 def run_local(units, on_done, workers, device="auto", threads=None, log=print):
     """`workers` processes, each handed one unit at a time by this coordinator, which therefore
     always knows which unit a worker holds. A worker that dies at any moment is reported and
@@ -110,23 +119,22 @@ def run_local(units, on_done, workers, device="auto", threads=None, log=print):
         todo = list(enumerate(wave))
         events = ctx.Queue()
         devices = worker_devices(device, min(workers, len(wave)))
-        slots = {}  # slot -> [process, its task queue, index of the unit it holds or None]
+        slots = {}
 
-        def start(slot):
+        def start(n):
             tasks = ctx.Queue()
-            p = ctx.Process(target=_worker, args=(tasks, events, threads, devices[slot], os.getpid()),
-                            daemon=True)
+            p = ctx.Process(target=_worker, args=(tasks, events, threads, devices[n], os.getpid()), daemon=True)
             p.start()
-            slots[slot] = [p, tasks, None]
+            slots[n] = _Slot(p, tasks)
 
         def hand_out():
-            for slot, st in slots.items():
-                if st[2] is None and todo:
-                    st[2], unit = todo.pop(0)
-                    st[1].put((st[2], unit))
+            for slot in slots.values():
+                if slot.holding is None and todo:
+                    slot.holding, unit = todo.pop(0)
+                    slot.tasks.put((slot.holding, unit))
 
-        for slot in range(len(devices)):
-            start(slot)
+        for n in range(len(devices)):
+            start(n)
         pending = set(range(len(wave)))
         try:
             hand_out()
@@ -134,26 +142,27 @@ def run_local(units, on_done, workers, device="auto", threads=None, log=print):
                 try:
                     kind, pid, i, payload = events.get(timeout=0.5)
                 except queue.Empty:
-                    for slot, (p, _, i) in list(slots.items()):
+                    for n, slot in list(slots.items()):
+                        p = slot.process
                         if p.is_alive():
                             continue
-                        if i is not None:
-                            pending.discard(i)
-                            failed.append((wave[i], f"its worker process died (exit code {p.exitcode})"))
+                        if slot.holding is not None:
+                            pending.discard(slot.holding)
+                            failed.append((wave[slot.holding], f"its worker process died (exit code {p.exitcode})"))
                             log(f"worker {p.pid} died (exit code {p.exitcode}) while running "
-                                f"{wave[i].label}; the other runs go on")
+                                f"{wave[slot.holding].label}; the other runs go on")
                         if todo:
-                            start(slot)  # a replacement on the same device
+                            start(n)  # a replacement on the same device
                         else:
-                            del slots[slot]
+                            del slots[n]
                     hand_out()
                     continue
                 if kind == "log":
                     log(payload)
                     continue
-                for st in slots.values():
-                    if st[0].pid == pid:
-                        st[2] = None
+                for slot in slots.values():
+                    if slot.process.pid == pid:
+                        slot.holding = None
                 pending.discard(i)
                 if kind == "done" and payload is None:
                     failed.append((wave[i], HELD))
@@ -164,14 +173,14 @@ def run_local(units, on_done, workers, device="auto", threads=None, log=print):
                     log(f"{wave[i].label} failed: {payload}")
                 hand_out()
         finally:
-            for p, tasks, _ in slots.values():
-                if p.is_alive():
-                    tasks.put(None)
-            for p, _, _ in slots.values():
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.terminate()
-                    p.join(timeout=5)
+            for slot in slots.values():
+                if slot.process.is_alive():
+                    slot.tasks.put(None)
+            for slot in slots.values():
+                slot.process.join(timeout=5)
+                if slot.process.is_alive():
+                    slot.process.terminate()
+                    slot.process.join(timeout=5)
         if any(why != HELD for _, why in failed):
             break  # a later wave needs the runs of this one
     return failed
@@ -204,7 +213,7 @@ class SlurmRun(Checkpointable):
 
 
 def unit_id(unit):
-    return f"{unit.cfg.out}::{unit.strategy}::{unit.seed}"
+    return f"{unit.cfg.out}::{unit.name}::{unit.seed}"
 
 
 def _queued_jobs():
@@ -350,7 +359,8 @@ def _wait(wave, known, on_done, is_done, held, folder, progress):
     or its job has ended without saving it: sacct says it ended, and GRACE_S passed for the run
     file to appear. A unit another executor holds is handed back as HELD."""
     left, failed, gone_since, pause = list(wave), [], {}, 1.0
-    with tqdm(total=len(wave), desc="SLURM runs", disable=not progress) as bar:
+    bar = Progress(len(wave), "SLURM runs", progress)
+    try:
         while left:
             queued = _queued_jobs()
             for u in list(left):
@@ -372,4 +382,6 @@ def _wait(wave, known, on_done, is_done, held, folder, progress):
             if left:
                 time.sleep(pause)
                 pause = min(POLL_MAX_S, pause * 1.5)
+    finally:
+        bar.close()
     return failed

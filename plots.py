@@ -17,7 +17,8 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no backend s
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from config import CORE, STRATEGIES, cell_label, short_value
+from config import cell_key, cell_label, short_value
+from strategies import CORE, STRATEGIES, RunName, StrategyName
 from stats import final_acc, run_diverged
 
 # the named strategies in a fixed order: each gets its own colour for good
@@ -293,23 +294,23 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
     from stats import mean_ci, test_acc
     metric, ref = summary.get("metric", "final"), summary["reference"]
     seeds = set(summary.get("confirm_seeds") or summary.get("selection_seeds") or [])
-    by_cell = {tuple(sorted(v.items())): runs for v, runs in cells}
+    by_cell = {cell_key(v): runs for v, runs in cells}
     groups = summary["tuned"] or []
     fig = Figure(figsize=(10.5 * max(len(groups), 1), 5.5))
     axes = np.atleast_1d(fig.subplots(1, max(len(groups), 1)))
     for ax, g in zip(axes, groups):
         points = []
         ref_e = g["strategies"].get(ref) or {}
-        ref_runs = by_cell.get(tuple(sorted((ref_e.get("cell") or {}).items())), [])
+        ref_runs = by_cell.get(cell_key(ref_e.get("cell") or {}), [])
         for name, e in g["strategies"].items():
             if not e.get("cell"):
                 continue
-            runs = [r for r in by_cell[tuple(sorted(e["cell"].items()))]
-                    if r["strategy"] == name and r["seed"] in seeds and not run_diverged(r)]
+            variant = e.get("variant", name)  # sweeps saved before knob variants: the strategy itself
+            runs = [r for r in by_cell[cell_key(e["cell"])]
+                    if r["strategy"] == variant and r["seed"] in seeds and not run_diverged(r)]
             points.append(_point(ax, runs, name, metric, f"{name} ({cell_label(e['choice'])})", mean_ci, test_acc))
-            matched = [r for r in ref_runs if r["strategy"] in (f"{ref}@flops={name}",
-                                                                (f"{ref}@flops" if name == "alternating-batch"
-                                                                 else None))
+            matched_name = str(RunName.matched("flops", StrategyName.parse(variant)))
+            matched = [r for r in ref_runs if r["strategy"] == matched_name
                        and r["seed"] in seeds and not run_diverged(r)]
             if matched:
                 points.append(_point(ax, matched, name, metric, f"{ref} at {name}'s FLOPs", mean_ci, test_acc,

@@ -179,7 +179,7 @@ def save_figure(fig, path):
 
 
 def _canonical(obj):
-    return json.loads(json.dumps(obj))
+    return json.loads(json.dumps(obj, default=str))  # names (RunName, ...) as their text
 
 
 def _changed(old, new, defaults):
@@ -215,11 +215,14 @@ def _read_marked(path, mark, fix, check=None):
         raise ResultsError(f"{path} is corrupt or was not written by this suite; {fix}") from None
 
 
+LATER_KEYS = (*VALIDATION_KEYS, "train_acc")  # history columns that runs saved before them lack
+
+
 def _complete_run(run):
     """Accept a saved run whose history columns all have one entry per epoch; runs saved before
-    validation existed get empty validation columns."""
+    validation or train accuracy existed get empty columns for them."""
     h = run["history"]
-    for k in VALIDATION_KEYS:
+    for k in LATER_KEYS:
         h.setdefault(k, [None] * len(h["epoch"]))
     assert all(len(h[c]) == len(h["epoch"]) for c in HISTORY_KEYS)
     assert "strategy" in run and "seed" in run
@@ -234,7 +237,8 @@ def _read_run(path):
 
 
 def run_filename(strategy, seed):
-    return f"{strategy.replace('@', '_at_')}__seed{seed}"
+    """The file name of a run (its name's text, or a RunName) and seed, without the suffix."""
+    return f"{str(strategy).replace('@', '_at_')}__seed{seed}"
 
 
 class LeaseLost(Exception):
@@ -288,58 +292,25 @@ def _holder_text(h):
                                            + (f" (SLURM job {h['job']})" if h.get("job") else ""))
 
 
-class ResultsDir:
-    """The folder of one experiment (a sweep's cell); see the module docstring."""
+class FolderSettings:
+    """config.json: the settings a folder's runs were made with (its key and hash) and the
+    environment of the invocation that made it. Other settings are refused, not mixed in."""
 
-    def __init__(self, out, settings, overwrite=False, defaults=None):
-        self.path = Path(out)
-        self.runs_dir = self.path / "runs"
-        self.checkpoints_dir = self.path / "checkpoints"
-        self.leases_dir = self.path / "leases"
+    def __init__(self, path, settings, defaults):
+        self.path = path
         self.settings = _canonical(settings)
         self.defaults = _canonical(defaults or {})
         self.hash = settings_hash(self.settings, self.defaults)
         self.previous = {}  # the config.json found in the folder, if any
-        _check_writable(self.runs_dir, self.path)
-        for folder in (self.path, self.runs_dir, self.checkpoints_dir):
-            clean_stale_tmp(folder)
-        self._read_previous()
-        if overwrite:
-            self._clear()
-        self._check_compatible()
-        self.runs = self._load_runs()
-
-    @classmethod
-    def reader(cls, out, defaults=None):
-        """An existing results folder opened under the settings its config.json records (to read
-        a run another cell made: the reference of a matched-budget run)."""
-        previous = _read_marked(Path(out) / "config.json", MARK, "choose another folder",
-                                check=_has_settings)
-        return cls(out, previous["settings"], defaults=defaults)
-
-    def _read_previous(self):
-        cfg_file = self.path / "config.json"
+        cfg_file = path / "config.json"
         if cfg_file.exists():
             self.previous = _read_marked(cfg_file, MARK, "move it away, choose another --out, or pass "
                                          "--overwrite", check=_has_settings)
 
-    def _clear(self):
-        if self.settings.get("dry_run") and self.previous and not self.previous["settings"].get("dry_run"):
-            raise ResultsError(f"--out {self.path} holds real results; a --dry-run never overwrites "
-                               f"them: leave out --out (dry runs go under results/dry-run/)")
-        for name in (*OWN_FILES, "comparison_results.png"):
-            (self.path / name).unlink(missing_ok=True)
-        for f in self.runs_dir.glob("*.json"):
-            f.unlink()
-        shutil.rmtree(self.checkpoints_dir, ignore_errors=True)
-        shutil.rmtree(self.leases_dir, ignore_errors=True)
-        shutil.rmtree(self.path / "slurm", ignore_errors=True)  # its jobs were cancelled or are gone
-        self.previous = {}
-
-    def _check_compatible(self):
+    def check_compatible(self):
         if not self.previous:
             leftovers = [n for n in OWN_FILES[1:] if (self.path / n).exists()]
-            leftovers += [f"runs/{f.name}" for f in self.runs_dir.glob("*.json")]
+            leftovers += [f"runs/{f.name}" for f in (self.path / "runs").glob("*.json")]
             if leftovers:
                 raise ResultsError(f"--out {self.path} holds {leftovers[0]} but no config.json, so it "
                                    f"is not a results folder of this suite; choose another --out "
@@ -352,44 +323,7 @@ class ResultsDir:
                                f"{old!r}, now {self.settings.get(k)!r}); rerun with the same "
                                f"settings to resume, choose another --out, or pass --overwrite")
 
-    def _load_runs(self):
-        runs = {}
-        for f in sorted(self.runs_dir.glob("*.json")):
-            run = self._own(f, _read_run(f))
-            if run is not None:
-                runs[run["strategy"], run["seed"]] = run
-        return runs
-
-    def _own(self, path, run):
-        """`run` if it was made under this folder's settings (runs saved before runs carried a
-        hash are the folder's: config.json already vouches for them); else None, said once."""
-        h = run.get("settings_hash")
-        if h is None or h == self.hash:
-            if "test_samples" not in run and "test_samples" in self.previous:  # runs before it was stored
-                run["test_samples"] = self.previous["test_samples"]
-            return run
-        if (str(path), h) not in _REPORTED:
-            _REPORTED.add((str(path), h))
-            warn(f"{path} was made with other settings (hash {h}, this folder's is {self.hash}); "
-                 f"it is not counted, and its run is trained again")
-        return None
-
-    def refresh(self):
-        """Re-read runs/ (other processes may have saved runs since)."""
-        self.runs = self._load_runs()
-        return self
-
-    def saved(self, strategy, seed):
-        """The run if another process has saved it by now, reading only its own file."""
-        f = self.runs_dir / f"{run_filename(strategy, seed)}.json"
-        if (strategy, seed) not in self.runs and f.exists():
-            run = self._own(f, _read_run(f))
-            if run is not None:
-                self.runs[strategy, seed] = run
-        return self.runs.get((strategy, seed))
-
-    # --- writing ----------------------------------------------------------------
-    def write_config(self, config, extra):
+    def write(self, config, extra):
         """Record the settings and environment; refuse if the data differ from the stored runs'
         (same name and counts), since data_dir itself may legitimately move."""
         for k in ("dataset_label", "train_samples", "val_samples", "test_samples"):
@@ -406,14 +340,14 @@ class ResultsDir:
                  f"folder's {self.previous['data_fingerprint']} (same dataset, sizes and counts; the "
                  f"tensors differ, perhaps only in rounding); keeping the folder's")
             kept["data_fingerprint"] = self.previous["data_fingerprint"]
-        blob = {"suite": MARK, "settings": self.settings, "config": _canonical(config), **extra, **kept}
+        # plugins used by any invocation into the folder accumulate
+        plugins = {p["path"]: p for p in [*self.previous.get("plugins", []), *extra.get("plugins", [])]}
+        blob = {"suite": MARK, "settings": self.settings, "config": _canonical(config), **extra, **kept,
+                "plugins": list(plugins.values())}
         atomic_write(self.path / "config.json", json.dumps(blob, indent=2) + "\n")
         self.previous = blob
 
-    def done(self, strategy, seed):
-        return self.runs.get((strategy, seed))
-
-    def _check_still_ours(self, what):
+    def check_still_ours(self, what):
         """Refuse to write `what` if the folder now holds other settings (an --overwrite with
         other settings while this run trained)."""
         try:
@@ -424,72 +358,173 @@ class ResultsDir:
             raise ResultsError(f"not saving {what} in {self.path}: the folder was reset or now holds "
                                f"runs of other settings since this run started")
 
-    def save_run(self, run):
-        """Persist one finished run, stamped with the settings hash, then drop its checkpoint."""
-        run = {"suite": MARK, "settings_hash": self.hash, **run}
-        self._check_still_ours(f"{run['strategy']} seed {run['seed']}")
-        atomic_write(self.runs_dir / f"{run_filename(run['strategy'], run['seed'])}.json",
-                     json.dumps(run) + "\n")
-        self.runs[(run["strategy"], run["seed"])] = run
-        self.checkpoint_path(run["strategy"], run["seed"]).unlink(missing_ok=True)
-        try:
-            self.checkpoints_dir.rmdir()  # only when no other run is in progress
-        except OSError:
-            pass
 
-    def write_metrics(self):
-        """metrics.csv from every saved run."""
-        atomic_write(self.path / "metrics.csv", metrics_csv(self.runs.values()))
+class RunFiles:
+    """runs/: one JSON file per finished run, saved the moment it ends, stamped with the folder's
+    settings hash and the run's spec. A run counts only if both match what would run now:
+    `judge(run)` says why not (its schedule's code changed, its strategy is not defined here)."""
 
-    def write_summary(self, summary):
-        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+    def __init__(self, path, settings, judge=None):
+        self.dir = path / "runs"
+        self.settings, self.judge = settings, judge
+        self.cache, self.excluded = {}, {}  # excluded: run file -> why it was made by other code
 
-    def save_figure(self, fig, name="comparison_results.png"):
-        save_figure(fig, self.path / name)
+    def file(self, strategy, seed):
+        return self.dir / f"{run_filename(strategy, seed)}.json"
 
-    # --- checkpoints of runs in progress ------------------------------------------
-    def checkpoint_path(self, strategy, seed):
-        return self.checkpoints_dir / f"{run_filename(strategy, seed)}.pt"
+    def refresh(self):
+        """Re-read runs/ (other processes may have saved runs since)."""
+        cache, self.excluded = {}, {}
+        for f in sorted(self.dir.glob("*.json")):
+            run = self._own(f, _read_run(f))
+            if run is not None:
+                cache[run["strategy"], run["seed"]] = run
+        self.cache = cache
+        return self
 
-    def save_checkpoint(self, strategy, seed, snapshot):
-        self.checkpoints_dir.mkdir(exist_ok=True)
-        blob = {"settings_hash": self.hash, **snapshot}
-        _atomic(self.checkpoint_path(strategy, seed), lambda f: torch.save(blob, f))
+    def all(self):
+        return list(self.cache.values())
 
-    def load_checkpoint(self, strategy, seed, log=warn):
-        """The last epoch-end snapshot of an unfinished run, or None. Loaded to the CPU (the
-        training loop moves it to the run's device). A checkpoint that cannot be read, or that
-        was made under other settings, is renamed aside and the run starts from epoch 0."""
-        path = self.checkpoint_path(strategy, seed)
-        if not path.exists():
+    def saved(self, strategy, seed):
+        """The run of `strategy` (its name's text) and seed if it is saved by now, reading its
+        own file when it is not known yet; None if there is none that counts."""
+        strategy = str(strategy)
+        f = self.file(strategy, seed)
+        if (strategy, seed) not in self.cache and f.exists():
+            run = self._own(f, _read_run(f))
+            if run is not None:
+                self.cache[strategy, seed] = run
+        return self.cache.get((strategy, seed))
+
+    def stale(self, strategy, seed):
+        """Why the saved run of `strategy` and seed cannot be reused although its settings are the
+        folder's (its spec differs from what would run now), or None."""
+        f = self.file(str(strategy), seed)
+        if not f.exists() or self.judge is None:
             return None
+        run = _read_run(f)
+        if run.get("settings_hash", self.settings.hash) != self.settings.hash:
+            return None
+        return self.judge(run)
+
+    def _own(self, path, run):
+        """`run` if it was made under this folder's settings and by the code that would run it now
+        (runs saved before runs carried a hash are the folder's: config.json vouches for them);
+        else None, said once."""
+        h = run.get("settings_hash")
+        if h is not None and h != self.settings.hash:
+            _warn_once(path, h, f"{path} was made with other settings (hash {h}, this folder's is "
+                                f"{self.settings.hash}); it is not counted, and its run is trained again")
+            return None
+        why = self.judge(run) if self.judge is not None else None
+        if why is not None:
+            self.excluded[str(path)] = why  # said by whoever reports on the folder (or refuses it)
+            return None
+        if "test_samples" not in run and "test_samples" in self.settings.previous:  # runs before it was stored
+            run["test_samples"] = self.settings.previous["test_samples"]
+        return run
+
+    def save(self, run):
+        """Persist one finished run, stamped with the settings hash."""
+        run = {"suite": MARK, "settings_hash": self.settings.hash, **run}
+        self.settings.check_still_ours(f"{run['strategy']} seed {run['seed']}")
+        atomic_write(self.file(run["strategy"], run["seed"]), json.dumps(run) + "\n")
+        self.cache[(run["strategy"], run["seed"])] = run
+        return run
+
+
+def _warn_once(path, what, message):
+    if (str(path), what) not in _REPORTED:
+        _REPORTED.add((str(path), what))
+        warn(message)
+
+
+class Checkpoints:
+    """checkpoints/: the last epoch-end snapshot of each unfinished run, stamped like its run."""
+
+    def __init__(self, path, settings, judge=None):
+        self.dir = path / "checkpoints"
+        self.settings, self.judge = settings, judge
+
+    def file(self, strategy, seed):
+        return self.dir / f"{run_filename(strategy, seed)}.pt"
+
+    def save(self, strategy, seed, snapshot, stamp=None):
+        """`stamp` (the run's spec and engine) goes with it, so a changed schedule never resumes it."""
+        self.dir.mkdir(exist_ok=True)
+        blob = {"settings_hash": self.settings.hash, "strategy": str(strategy), **(stamp or {}), **snapshot}
+        _atomic(self.file(strategy, seed), lambda f: torch.save(blob, f))
+
+    def _read(self, path):
+        """(blob, None) or (None, why it cannot be used)."""
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
             ok = isinstance(blob, dict) and {"model", "history", "at"} <= set(blob)
-            why = None if ok else "it is not a checkpoint of this suite"
+            return (blob, None) if ok else (None, "it is not a checkpoint of this suite")
         except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
                 ModuleNotFoundError, __import__("pickle").UnpicklingError) as e:
             if isinstance(e, (ModuleNotFoundError, AttributeError)):  # a missing class, not bad bytes
                 raise ResultsError(f"{path} cannot be loaded here ({type(e).__name__}: {e}); "
                                    f"use the suite's and torch's versions that wrote it") from None
-            blob, why = None, f"it is corrupt or truncated ({type(e).__name__})"
-        if why is None and blob.get("settings_hash", self.hash) != self.hash:
+            return None, f"it is corrupt or truncated ({type(e).__name__})"
+
+    def stale(self, strategy, seed):
+        """Why the checkpoint of `strategy` and seed must not be resumed although its settings are
+        the folder's (its spec differs from what would run now), or None."""
+        path = self.file(str(strategy), seed)
+        if not path.exists() or self.judge is None:
+            return None
+        blob, why = self._read(path)
+        if blob is None or blob.get("settings_hash", self.settings.hash) != self.settings.hash:
+            return None  # load() moves it aside and the run starts over
+        return self.judge({"strategy": str(strategy), **{k: blob[k] for k in ("spec", "engine") if k in blob}})
+
+    def load(self, strategy, seed, log=warn):
+        """The last epoch-end snapshot of an unfinished run, or None. Loaded to the CPU (the
+        training loop moves it to the run's device). A checkpoint that cannot be read, or that
+        was made under other settings, is renamed aside and the run starts from epoch 0; one made
+        by other code (its spec differs) is refused."""
+        path = self.file(strategy, seed)
+        if not path.exists():
+            return None
+        blob, why = self._read(path)
+        if why is None and blob.get("settings_hash", self.settings.hash) != self.settings.hash:
             why = f"it was made with other settings (hash {blob['settings_hash']})"
         if why is None:
-            blob.pop("settings_hash", None)
+            stale = self.stale(strategy, seed)
+            if stale is not None:
+                raise ResultsError(f"the checkpoint of {strategy} seed {seed} in {self.settings.path} cannot "
+                                   f"be resumed: {stale}; pass --overwrite to discard the folder's runs, or "
+                                   f"choose a new --out")
+            for k in ("settings_hash", "strategy", "spec"):
+                blob.pop(k, None)
             return blob
         aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
         path.rename(aside)
         log(f"{path}: {why}; moved aside to {aside.name}, and {strategy} seed {seed} restarts from epoch 0")
         return None
 
-    # --- leases: which executor trains which run ------------------------------------------
-    def lease_path(self, strategy, seed):
-        return self.leases_dir / f"{run_filename(strategy, seed)}.lease"
+    def drop(self, strategy, seed):
+        self.file(strategy, seed).unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()  # only when no other run is in progress
+        except OSError:
+            pass
+
+
+class Leases:
+    """leases/: which executor trains which run (see Lease)."""
+
+    def __init__(self, path, settings):
+        self.dir = path / "leases"
+        self.settings = settings
+
+    def file(self, strategy, seed):
+        return self.dir / f"{run_filename(strategy, seed)}.lease"
 
     def holder(self, strategy, seed):
         """The live holder's lease (a dict) of a run, or None if it is free or its lease is stale."""
-        path = self.lease_path(strategy, seed)
+        path = self.file(strategy, seed)
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
@@ -501,11 +536,11 @@ class ResultsDir:
         """A Lease on the run for this process, or None while another live executor holds it.
         A stale lease (dead process on this host, or no heartbeat for LEASE_TIMEOUT_S) is taken
         over, and the takeover is logged with the old holder."""
-        self.leases_dir.mkdir(exist_ok=True)
-        path = self.lease_path(strategy, seed)
+        self.dir.mkdir(exist_ok=True)
+        path = self.file(strategy, seed)
         token = uuid.uuid4().hex
         blob = json.dumps({"host": HOST, "pid": os.getpid(), "job": _job_id(), "time": time.time(),
-                           "token": token, "settings_hash": self.hash})
+                           "token": token, "settings_hash": self.settings.hash})
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _MODE)
@@ -530,9 +565,71 @@ class ResultsDir:
                 f.write(blob)
                 f.flush()
                 os.fsync(f.fileno())
-            fsync_dir(self.leases_dir)
+            fsync_dir(self.dir)
             return Lease(path, token)
         return None
+
+
+class ResultsDir:
+    """The folder of one experiment (a sweep's cell), by its four jobs: `settings` (config.json,
+    the key and its hash), `runs` (runs/), `checkpoints` and `leases`; see the module docstring.
+    `judge(run)` says why a run of this folder's settings was made by other code, or None."""
+
+    def __init__(self, out, settings, overwrite=False, defaults=None, judge=None):
+        self.path = Path(out)
+        self.settings = FolderSettings(self.path, settings, defaults)
+        _check_writable(self.path / "runs", self.path)
+        for folder in ("", "runs", "checkpoints"):
+            clean_stale_tmp(self.path / folder)
+        if overwrite:
+            self._clear()
+        self.settings.check_compatible()
+        self.runs = RunFiles(self.path, self.settings, judge).refresh()
+        self.checkpoints = Checkpoints(self.path, self.settings, judge)
+        self.leases = Leases(self.path, self.settings)
+
+    @property
+    def hash(self):
+        return self.settings.hash
+
+    @classmethod
+    def reader(cls, out, defaults=None, judge=None):
+        """An existing results folder opened under the settings its config.json records (to read
+        a run another cell made: the reference of a matched-budget run)."""
+        previous = _read_marked(Path(out) / "config.json", MARK, "choose another folder",
+                                check=_has_settings)
+        return cls(out, previous["settings"], defaults=defaults, judge=judge)
+
+    def _clear(self):
+        previous = self.settings.previous
+        if self.settings.settings.get("dry_run") and previous and not previous["settings"].get("dry_run"):
+            raise ResultsError(f"--out {self.path} holds real results; a --dry-run never overwrites "
+                               f"them: leave out --out (a dry run makes a scratch folder of its own)")
+        for name in (*OWN_FILES, "comparison_results.png"):
+            (self.path / name).unlink(missing_ok=True)
+        for f in (self.path / "runs").glob("*.json"):
+            f.unlink()
+        for sub in ("checkpoints", "leases", "slurm"):  # slurm: its jobs were cancelled or are gone
+            shutil.rmtree(self.path / sub, ignore_errors=True)
+        self.settings.previous = {}
+
+    def write_config(self, config, extra):
+        self.settings.write(config, extra)
+
+    def save_run(self, run):
+        """Persist one finished run, then drop its checkpoint."""
+        run = self.runs.save(run)
+        self.checkpoints.drop(run["strategy"], run["seed"])
+
+    def write_metrics(self):
+        """metrics.csv from every saved run."""
+        atomic_write(self.path / "metrics.csv", metrics_csv(self.runs.all()))
+
+    def write_summary(self, summary):
+        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def save_figure(self, fig, name="comparison_results.png"):
+        save_figure(fig, self.path / name)
 
 
 def _read_lease(path):

@@ -1,8 +1,10 @@
 """One unit of work, a run: (cell, strategy, seed), executed the same way by every launcher.
 
-`execute(unit)` loads the cell's data (once per process), builds the model from the seed,
-trains with a checkpoint at every epoch end, and saves the finished run into the cell's
-folder through results.py. A run whose checkpoint is there resumes from it, bit for bit.
+`execute(unit)` imports the cell's plugins, loads its data (once per process), builds the model
+from the seed, trains with a checkpoint at every epoch end, and saves the finished run into the
+cell's folder through results.py. A run whose checkpoint is there resumes from it, bit for bit.
+Every run records what computed it (its strategy's spec and the engine), and a stored run or
+checkpoint made by other code is never reused (`judge`).
 """
 from __future__ import annotations
 
@@ -10,33 +12,34 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torchvision
 
-from config import DEFAULT_KEY, Config, budget_kind, matched_reference, train_options
+from config import DEFAULT_KEY, Config
 from data import TensorLoader, load_dataset
 from models import FreezableMLP
 from results import LeaseLost, ResultsDir
 from stats import early_stopped
-from training_loop import pick_device, train
+from strategies import (RunName, StrategyError, identity, legacy_spec, load_plugins, spec, spec_difference)
+from training_loop import ENGINE, fit, pick_device
 
 
 @dataclass(frozen=True)
 class Unit:
-    """Strategy `strategy` from seed `seed` in the cell described by `cfg` (whose out is the
-    cell's folder). `after` = (folder, strategy, seed) names the run that must be finished first:
+    """Run `name` (a RunName) from seed `seed` in the cell described by `cfg` (whose out is the
+    cell's folder). `after` = (folder, RunName, seed) names the run that must be finished first:
     the reference of a matched-budget run, in this cell or (confirmations) in another."""
     cfg: Config
-    strategy: str
+    name: RunName
     seed: int
     after: tuple | None = None
 
     @property
     def label(self):
-        return f"{self.strategy} seed {self.seed}"
+        return f"{self.name} seed {self.seed}"
 
 
 def build_model(cfg, dataset):
@@ -61,9 +64,33 @@ def dataset_for(cfg, device):
     return _DATA[key]
 
 
+def stamp(name):
+    """What a run of `name` records about the code that computes it: its spec and the engine."""
+    return {"spec": spec(name), "engine": ENGINE}
+
+
+def judge(run):
+    """Why a stored run (or a checkpoint's stamp) was made by other code than would run it now,
+    or None. Runs saved before runs recorded a spec were made by built-ins at version 1."""
+    try:
+        name = RunName.parse(run["strategy"])
+    except StrategyError as e:
+        return f"its strategy is not defined in this invocation ({e})"
+    now = stamp(name)
+    old = run.get("spec") or legacy_spec(name)
+    if old is None:
+        return f"{name} was saved without a spec, so what made it is unknown"
+    if identity(old) != identity(now["spec"]):
+        return f"{name} was made by other code: {spec_difference(old, now['spec'])}"
+    engine = run.get("engine", "single/1")
+    if engine != now["engine"]:
+        return f"{name} was made by engine {engine}, this one is {now['engine']}"
+    return None
+
+
 def open_cell(cfg, overwrite=False):
     """The results folder of the cell `cfg` describes."""
-    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY)
+    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY, judge=judge)
 
 
 def environment(device):
@@ -108,21 +135,21 @@ def code_version():
     return dict(_CODE)
 
 
-def _budget(cfg, name, seed, store, model, data, after=None):
+def budget(unit, store, model, data):
     """max_flops / max_seconds for a matched-budget standard run, from its reference run. A FLOPs
     budget also fits the lr schedule to it: total_steps is the number of standard steps whose
     FLOPs fit, so a cosine reaches zero where the matched run stops (within one step)."""
-    if "@" not in name:
+    cfg, name, seed = unit.cfg, unit.name, unit.seed
+    if name.budget is None:
         return {}
-    folder, strategy, ref_seed = after or (cfg.out, matched_reference(name), seed)
-    ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY)
-    ref = ref_store.saved(strategy, ref_seed)["history"]
-    if budget_kind(name) == "time":
+    folder, ref_name, ref_seed = unit.after or (cfg.out, RunName(name.reference), seed)
+    ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY, judge)
+    ref = ref_store.runs.saved(ref_name, ref_seed)["history"]
+    if name.budget == "time":
         return {"max_seconds": sum(ref["epoch_time_s"])}
-    budget = sum(ref["train_flops"])
+    flops = sum(ref["train_flops"])
     per_sample = model.unit_train_flops(frozenset(range(len(model.units()))))
-    return {"max_flops": budget, "total_steps": steps_within(budget, per_sample, len(data.y_train),
-                                                              cfg.batch_size)}
+    return {"max_flops": flops, "total_steps": steps_within(flops, per_sample, len(data.y_train), cfg.batch_size)}
 
 
 def steps_within(budget, flops_per_sample, n_train, batch_size):
@@ -144,17 +171,18 @@ def execute(unit, device=None, log=print, progress=False):
     """Run `unit` (or resume it from its checkpoint) and save it; return the run. A run already
     saved is returned as it is; one that another live executor holds (its lease) gives None.
     The lease is refreshed at every epoch end and released when the run ends either way."""
-    cfg, name, seed = unit.cfg, unit.strategy, unit.seed
+    load_plugins(unit.cfg.plugins)  # before any name is resolved: in workers and SLURM jobs too
+    cfg, name, seed = unit.cfg, unit.name, unit.seed
     device = pick_device(device or cfg.device)
     store = open_cell(cfg)
-    if store.saved(name, seed):
-        return store.saved(name, seed)
-    lease = store.claim(name, seed, log)
+    if store.runs.saved(name, seed):
+        return store.runs.saved(name, seed)
+    lease = store.leases.claim(name, seed, log)
     if lease is None:
         return None
     try:
-        if store.saved(name, seed):  # the previous holder saved it just before we claimed it
-            return store.saved(name, seed)
+        if store.runs.saved(name, seed):  # the previous holder saved it just before we claimed it
+            return store.runs.saved(name, seed)
         return _train_and_save(unit, device, store, lease, log, progress)
     except LeaseLost as e:
         log(f"{unit.label}: {e}; stopped without saving")
@@ -164,9 +192,9 @@ def execute(unit, device=None, log=print, progress=False):
 
 
 def _train_and_save(unit, device, store, lease, log, progress):
-    cfg, name, seed = unit.cfg, unit.strategy, unit.seed
+    cfg, name, seed = unit.cfg, unit.name, unit.seed
     data = dataset_for(cfg, device)
-    snapshot = store.load_checkpoint(name, seed, log=log)
+    snapshot = store.checkpoints.load(name, seed, log=log)
     if snapshot is not None:
         log(f"resumed {name} seed {seed} from epoch {len(snapshot['history']['epoch'])}")
     torch.manual_seed(seed)  # same initial weights and dropout stream for every strategy
@@ -177,17 +205,19 @@ def _train_and_save(unit, device, store, lease, log, progress):
     test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
     val_loader = (TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size)
                   if data.x_val is not None else None)
+    run_stamp = stamp(name)
 
     def checkpoint(snapshot):
         lease.beat()  # raises LeaseLost if another executor took the run over
-        store.save_checkpoint(name, seed, snapshot)
+        store.checkpoints.save(name, seed, snapshot, run_stamp)
 
-    history = train(model, train_loader, test_loader, device=device, val_loader=val_loader,
-                    resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label,
-                    seed=seed, **train_options(name, cfg), **_budget(cfg, name, seed, store, model, data, unit.after))
+    spec_ = replace(cfg.train_spec(name), seed=seed, **budget(unit, store, model, data))
+    history, schedule_state = fit(model, train_loader, test_loader, spec_, device=device, val_loader=val_loader,
+                                  resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label)
     lease.beat()
-    run = {"strategy": name, "seed": seed, "history": history, "test_samples": len(data.y_test),
-           "early_stopped": early_stopped(history),
+    run = {"strategy": str(name), "seed": seed, "history": history, "test_samples": len(data.y_test),
+           "early_stopped": early_stopped(history), **run_stamp,
+           **({"schedule_state": schedule_state} if schedule_state is not None else {}),
            "environment": {"device": str(device), "threads": torch.get_num_threads(),
                            "host": platform.node(), "pid": os.getpid(), "code": code_version(),
                            "cpu": cpu_model(), "gpu": torch.cuda.get_device_name(device)

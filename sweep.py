@@ -1,11 +1,11 @@
-"""Sweeps: the cells of a grid, and the map they draw.
+"""Sweeps: the cells of a grid, the map they draw, and the tuned comparison.
 
-A grid is ((key, (value, ...)), ...) over Config fields; its cells are the product of
-the value lists. The map has one row per cell and strategy: the paired difference to
-standard in that cell, with a paired t-test whose p-values are adjusted by Holm's method
-over every comparison in the sweep. When lr is a grid key and there is a validation
-split, the tuned comparison gives each strategy its own best learning rate per group of
-cells that differ only in lr, chosen on validation accuracy; test accuracy is only reported.
+A grid is ((key, (value, ...)), ...) over Config fields; its cells are the product of the value
+lists. The map has one row per cell and strategy (each variant of a strategy's knobs is a row):
+the paired difference to standard in that cell. The tuned comparison gives each strategy its
+best candidate, a cell of the tuned keys and one of its knob variants, chosen on validation
+accuracy per group of cells that agree on the other keys; test accuracy is only reported. One
+family of comparisons is declared per invocation, and Holm adjusts exactly that.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import io
 import itertools
 from dataclasses import replace
 
-from config import (GRID_KEYS, PARSERS, ConfigError, budget_kind, cell_label, check_config, flag,
-                    matched_name, short_value)
+from config import ConfigError, cell_key, cell_label, check_config, parse_grid, short_value  # noqa: F401
+from strategies import RunName, StrategyName, format_value, knobs_of
 from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
                    summarize, test_acc, test_samples, text_table, val_score)
 
@@ -26,35 +26,6 @@ SWEEP_COLUMNS = ("strategy", "seeds", "diverged", "test_acc_mean", "test_acc_std
 
 
 # --- the grid ------------------------------------------------------------------------------
-def parse_grid(specs):
-    """['lr=1e-3,3e-3', 'depth=2,4'] -> (('lr', (0.001, 0.003)), ('depth', (2, 4))).
-    Each value passes the same check as its flag; errors are one line."""
-    grid, seen = [], set()
-    for spec in specs:
-        key, sep, text = spec.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--grid {spec!r} is not KEY=V1,V2,...; e.g. --grid lr=3e-4,1e-3,3e-3")
-        if key not in GRID_KEYS:
-            raise ConfigError(f"--grid: unknown key {key!r}; a grid can vary "
-                              f"{', '.join(GRID_KEYS)}")
-        if key in seen:
-            raise ConfigError(f"--grid {key} is given twice; put all its values in one "
-                              f"--grid {key}=V1,V2,...")
-        seen.add(key)
-        items = [v.strip() for v in text.split(",") if v.strip()]
-        if not items:
-            raise ConfigError(f"--grid {key}= has no values; give at least one, e.g. --grid {key}=V1,V2")
-        values = []
-        for item in items:
-            try:
-                values.append(PARSERS[key](item))
-            except ValueError as e:
-                raise ConfigError(f"--grid {key}={item}: {flag(key)} {e}") from None
-        grid.append((key, tuple(dict.fromkeys(values))))
-    return tuple(grid)
-
-
 def grid_cells(cfg):
     """(values, cell config) for every cell of cfg.grid, each checked like a command line;
     the cell config has no grid and has --dry-run applied."""
@@ -112,19 +83,20 @@ def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric=
 def _equal_compute(tuned, cells, reference, metric, seeds):
     """For each confirmed strategy with matched runs (standard@flops=<it>, in the reference's
     chosen cell): the paired difference strategy - matched standard on the fresh seeds."""
-    by_cell = {tuple(sorted(v.items())): runs for v, runs in cells}
+    by_cell = {cell_key(v): runs for v, runs in cells}
     for g in tuned:
         ref = g["strategies"].get(reference) or {}
         if not ref.get("cell"):
             continue
-        runs = by_cell[tuple(sorted(ref["cell"].items()))]
+        runs = by_cell[cell_key(ref["cell"])]
         for name, e in g["strategies"].items():
             if name == reference or not e.get("cell"):
                 continue
+            matched_name = str(RunName.matched("flops", StrategyName.parse(e["variant"])))
             matched = {r["seed"]: r for r in runs if r["seed"] in seeds and not run_diverged(r)
-                       and r["strategy"] == matched_name("flops", name)}
-            mine = {r["seed"]: r for r in by_cell[tuple(sorted(e["cell"].items()))]
-                    if r["strategy"] == name and r["seed"] in seeds and not run_diverged(r)}
+                       and r["strategy"] == matched_name}
+            mine = {r["seed"]: r for r in by_cell[cell_key(e["cell"])]
+                    if r["strategy"] == e["variant"] and r["seed"] in seeds and not run_diverged(r)}
             common = sorted(set(matched) & set(mine))
             if common:
                 e["diff_vs_matched"] = paired([test_acc(mine[s], metric) for s in common],
@@ -175,14 +147,16 @@ def tune_keys(tune, keys):
 def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final", selection_seeds=None,
                      confirm_seeds=None):
     """(groups, note). Per group of cells that agree on the untuned keys, each strategy gets the
-    combination of tuned values (a cell) with the best mean validation score over the seeds that
-    every candidate cell has for it (among `selection_seeds`); a candidate where one of those
-    seeds diverged is not eligible. Test accuracy is only reported: on `confirm_seeds` when given
-    (fresh seeds run after the choice: unbiased), else on the selection seeds (biased upward).
-    Differences to the reference are paired by seed, each strategy at its own choice."""
+    candidate, a cell (its tuned keys' values) and one of the strategy's knob variants, with the
+    best mean validation score over the seeds that every candidate has for it (among
+    `selection_seeds`); a candidate where one of those seeds diverged is not eligible. Test
+    accuracy is only reported: on `confirm_seeds` when given (fresh seeds run after the choice:
+    unbiased), else on the selection seeds (biased upward). Differences to the reference are
+    paired by seed, each strategy at its own choice."""
     tune = tune_keys(tune, keys)
-    if not tune:
-        return None, "the tuned comparison needs a tuned grid key (--grid lr=... or --tune KEY)"
+    variants = _variants_by_strategy(cells)
+    if not tune and not any(len(v) > 1 for v in variants.values()):
+        return None, "the tuned comparison needs a tuned grid key (--grid lr=... or --tune KEY) or variants of a strategy's knobs"
     has_val = any(final_val_acc(r) is not None for _, runs in cells for r in runs)
     if not has_val:
         return None, ("the tuned comparison needs a validation split (--val-size N): settings "
@@ -193,9 +167,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
         groups.setdefault(rest, []).append((values, runs))
     out = []
     for rest, members in groups.items():
-        names = list(dict.fromkeys(r["strategy"] for _, runs in members for r in runs
-                                   if budget_kind(r["strategy"]) is None))
-        choices = {n: _best_cell(n, members, tune, metric, selection_seeds) for n in names}
+        choices = {n: _best_candidate(vs, members, tune, metric, selection_seeds) for n, vs in variants.items()}
         entry = {"group": dict(rest), "strategies": {}}
         report = {}
         for name, c in choices.items():
@@ -210,9 +182,10 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
             other = {s: test_acc(r, _other(metric)) for s, r in good.items()}
             report[name] = (accs, other, test_samples(good.values()))
             entry["strategies"][name] = {
-                "choice": c["choice"], "lr": c["choice"].get("lr"), "cell": c["cell"], "edges": c["edges"],
+                "choice": c["choice"], "lr": c["choice"].get("lr"), "cell": c["cell"], "variant": c["variant"],
+                "knobs": c["knobs"], "edges": c["edges"],
                 "at_edge": " and ".join(f"{e} {k}" for k, e in c["edges"].items() if e) or None,
-                "val_acc_mean": c["val"], "selected_on": c["seeds"],
+                "val_acc_mean": c["val"], "selected_on": c["seeds"], "candidates": c["candidates"],
                 "train_flops_mean": mean_or_none(sum(r["history"]["train_flops"]) for r in c["runs"].values()),
                 "test_acc_mean": mean_or_none(accs.values()), "test_acc_std": std_or_none(accs.values()),
                 "seeds": sorted(accs), "diverged": len(pool) - len(good),
@@ -220,11 +193,11 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 "other_metric": {"metric": _other(metric), "test_acc_mean": mean_or_none(
                     v for v in other.values() if v is not None)}}
         if reference in report:
-            ref_accs, ref_other, n = report[reference]
+            ref_accs, ref_other, n_ref = report[reference]
             for name, (accs, other, n_a) in report.items():
                 if name == reference:
                     continue
-                e, n = entry["strategies"][name], n if n == n_a else None
+                e, n = entry["strategies"][name], n_ref if n_ref == n_a else None
                 common = sorted(set(accs) & set(ref_accs))
                 e["diff_vs_standard"] = paired([accs[s] for s in common], [ref_accs[s] for s in common], n)
                 common = [s for s in common if other[s] is not None and ref_other[s] is not None]
@@ -235,25 +208,58 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
     return out, None
 
 
+def _variants_by_strategy(cells):
+    """{strategy: [its variants' names]} over every run (matched-budget runs are not candidates)."""
+    out = {}
+    for _, runs in cells:
+        for r in runs:
+            name = RunName.parse(r["strategy"])
+            if name.budget is None:
+                out.setdefault(name.strategy.base, {})[r["strategy"]] = name.strategy
+    return {k: list(v.items()) for k, v in out.items()}
+
+
 def _other(metric):
     return "early-stopped" if metric == "final" else "final"
 
 
-def _best_cell(name, members, tune, metric, selection_seeds):
-    """{"choice", "cell", "edges", "val", "seeds", "runs", "all_runs"} of the strategy's best
-    candidate in a group, or None. Every candidate is scored on the same seeds: those all have."""
-    mine = [(values, [r for r in runs if r["strategy"] == name]) for values, runs in members]
-    mine = [(v, rs) for v, rs in mine if rs]
+def _knob_values(variants):
+    """{variant: {knob: value}} for the knobs whose values differ between the variants."""
+    full = {text: {k: d for k, (_, d) in knobs_of(name.schedule()).items() if k != "phases"}
+            for text, name in variants}
+    varying = [k for k in (next(iter(full.values())) if full else {})
+               if len({repr(v[k]) for v in full.values()}) > 1]
+    return {text: {k: v[k] for k in varying} for text, v in full.items()}
+
+
+def _edge(value, options):
+    """'lowest' or 'highest' when a numeric choice is at an end of what was tried; 0 at the low end
+    (no weight decay, no warmup) is a floor, not an edge: nothing lies below it."""
+    options = sorted(set(options), key=_order)
+    if len(options) < 2 or not all(_order(o)[0] == 0 for o in options):
+        return None
+    if value == options[0] and value != 0:
+        return "lowest"
+    return "highest" if value == options[-1] else None
+
+
+def _best_candidate(variants, members, tune, metric, selection_seeds):
+    """{"choice", "cell", "variant", "knobs", "edges", "val", "seeds", "runs", "all_runs",
+    "candidates"} of a strategy's best candidate (a cell and a knob variant) in a group, or None.
+    Every candidate is scored on the same seeds: those all of them have."""
+    knobs = _knob_values(variants)
+    mine = [(values, text, [r for r in runs if r["strategy"] == text])
+            for values, runs in members for text, _ in variants]
+    mine = [c for c in mine if c[2]]
     if not mine:
         return None
-    seed_sets = [{r["seed"] for r in rs} for _, rs in mine]
-    common = set.intersection(*seed_sets)
+    common = set.intersection(*({r["seed"] for r in rs} for _, _, rs in mine))
     if selection_seeds is not None:
         common &= set(selection_seeds)
     if not common:
         return None
     scores = {}
-    for i, (values, rs) in enumerate(mine):
+    for i, (values, text, rs) in enumerate(mine):
         by_seed = {r["seed"]: r for r in rs if r["seed"] in common}
         vals = [val_score(r, metric) for r in by_seed.values()]
         if not any(run_diverged(r) for r in by_seed.values()) and None not in vals:
@@ -261,17 +267,13 @@ def _best_cell(name, members, tune, metric, selection_seeds):
     if not scores:
         return None
     best = max(scores, key=lambda i: (scores[i][0], -i))  # ties: the first candidate in grid order
-    values, rs = mine[best]
-    edges = {}
-    for k in tune:
-        options = sorted({v[k] for v, _ in mine}, key=_order)
-        numeric = all(_order(o)[0] == 0 for o in options)
-        # 0 at the low end (no weight decay, no warmup) is a floor, not an edge: nothing lies below
-        edges[k] = (None if len(options) < 2 or not numeric else
-                    "lowest" if values[k] == options[0] and values[k] != 0 else
-                    "highest" if values[k] == options[-1] else None)
-    return {"choice": {k: values[k] for k in tune}, "cell": values, "edges": edges, "val": scores[best][0],
-            "seeds": sorted(common), "runs": scores[best][1], "all_runs": rs}
+    values, text, rs = mine[best]
+    choice = {**{k: values[k] for k in tune}, **knobs[text]}
+    edges = {k: _edge(values[k], [v[k] for v, _, _ in mine]) for k in tune}
+    edges.update({k: _edge(knobs[text][k], [knobs[t][k] for _, t, _ in mine]) for k in knobs[text]})
+    return {"choice": choice, "cell": values, "variant": text, "knobs": knobs[text], "edges": edges,
+            "val": scores[best][0], "seeds": sorted(common), "runs": scores[best][1], "all_runs": rs,
+            "candidates": len(mine)}
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -363,7 +365,9 @@ def format_tuned(summary):
     where = (f"test accuracy on fresh seeds {_seeds(summary['confirm_seeds'])}, run after the choice"
              if confirmed else "test accuracy on the seeds the choice was made on (biased upward; "
              "--confirm-seeds N runs fresh ones)")
-    text = (f"tuned comparison: each strategy at its own best {', '.join(summary['tuned_keys'])}, chosen on "
+    knobs = sorted({k for g in summary["tuned"] for e in g["strategies"].values() for k in (e.get("knobs") or {})})
+    what = ", ".join(summary["tuned_keys"] + ([f"knobs ({', '.join(knobs)})"] if knobs else []))
+    text = (f"tuned comparison: each strategy at its own best {what}, chosen on "
             f"mean {'best ' if summary.get('metric') == 'early-stopped' else 'final '}validation accuracy "
             f"over the seeds every candidate has"
             + (f" (of {_seeds(sel)})" if sel else "") + f"; {where}\n" + text_table(head, body))

@@ -1,28 +1,32 @@
-"""One training loop driven by a schedule of which units train, and how fast, at each step.
+"""One training loop driven by schedule data: which units train, and how fast, at each step.
 
-A unit is a hidden block or the head. A schedule maps (epoch, step) to a phase and one
-learning-rate factor per unit (0 means frozen). Standard training, alternating halves,
-FreezeOut, layer freezing, cyclic blocks and LayerOut are the same loop with different
-schedule data; `train_standard`, `train_alternating` and `train_alternating_batch` are thin
-presets over `train`. A run-wide learning-rate schedule (constant, cosine, linear, with
-warmup) multiplies the schedule's factors.
+A unit is a hidden block or the head. A schedule (schedules.py) maps (epoch, step) to one
+learning-rate factor per unit (0 means frozen); a run-wide learning-rate schedule (constant,
+cosine, linear, with warmup) multiplies them. `Member` holds everything about one run that is not
+the model step: its schedule and closed-loop state, its budget, its bookkeeping and its history.
+`run_members` is the loop; a stepper does the model step: `ModuleStep` trains one nn.Module (the
+reference engine), `pack.PackStep` trains many runs as one batched model. `train()` is the loop
+for one model, and `train_standard`, `train_alternating` and `train_alternating_batch` are thin
+presets over it.
 """
 from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from models import FIRST, SECOND
+from schedules import BOTH, AllUnits, Observation, RunShape, Schedule, alternating
 
-BOTH = (FIRST, SECOND)
+STANDARD = AllUnits()
 # what train() records per epoch; results.py writes these as metrics.csv columns
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                 "epoch_time_s", "eval_time_s", "steps", "steps_first", "steps_second", "param_updates",
@@ -30,158 +34,8 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test
 VALIDATION_KEYS = ("val_loss", "val_acc")  # None without a validation split, absent in older runs
 PRECISIONS = ("fp32", "bf16", "tf32")
 LR_SCHEDULES = ("constant", "cosine", "linear")
-
-
-@dataclass(frozen=True)
-class RunShape:
-    """What a schedule may know about the run it drives."""
-    units: int                # hidden blocks + head; the head is unit units - 1
-    halves: tuple             # halves[u]: FIRST or SECOND, the half unit u belongs to
-    steps_per_epoch: int
-    total_steps: int          # the step at which the run ends (a matched budget may end it early)
-    seed: int = 0
-
-    @property
-    def hidden(self):
-        return self.units - 1
-
-
-def _on(trainable_units, run):
-    return tuple(1.0 if u in trainable_units else 0.0 for u in range(run.units))
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Alternation of halves: phase p = t // every, with t counting epochs or batches (`unit`);
-    phase p trains the halves in phases[p % len(phases)]."""
-    phases: tuple = (BOTH,)
-    every: int = 1
-    unit: str = "epoch"  # "epoch" or "batch"
-    eval_frozen = False   # frozen units keep train-mode BatchNorm and dropout
-
-    def __post_init__(self):
-        if self.unit not in ("epoch", "batch") or self.every < 1:
-            raise ValueError(f"bad schedule: every={self.every}, unit={self.unit!r}")
-
-    def phase(self, epoch, step):
-        """Phase index at (0-based) `epoch` and global batch `step`."""
-        return (epoch if self.unit == "epoch" else step) // self.every
-
-    def trainable(self, phase):
-        return self.phases[phase % len(self.phases)]
-
-    def at(self, epoch, step, run):
-        """(phase, per-unit lr factors) at `epoch` and global `step`."""
-        p = self.phase(epoch, step)
-        on = self.trainable(p)
-        return p, _on({u for u in range(run.units) if run.halves[u] in on}, run)
-
-
-@dataclass(frozen=True)
-class FreezeOut:
-    """FreezeOut (Brock et al. 2017): hidden block i trains until fraction
-    t_i = s(t0 + (1 - t0) i / L) of the run (L hidden blocks, s(x) = x^3 when cubic), its lr
-    cosine-annealed from alpha_i = 1/t_i (scaled) to 0 at t_i; frozen blocks run in eval mode.
-    The head is never frozen: its lr anneals from 1 to 0 over the whole run."""
-    t0: float = 0.8
-    cubic: bool = True
-    scale_lr: bool = True
-    eval_frozen = True
-
-    def stop_fraction(self, unit, run):
-        if unit == run.hidden:
-            return 1.0
-        x = self.t0 + (1 - self.t0) * unit / run.hidden
-        return x ** 3 if self.cubic else x
-
-    def at(self, epoch, step, run):
-        factors = []
-        for u in range(run.units):
-            t_i = self.stop_fraction(u, run)
-            end = t_i * run.total_steps
-            alpha = 1.0 / t_i if self.scale_lr else 1.0
-            factors.append(0.0 if step >= end else alpha * 0.5 * (1 + math.cos(math.pi * step / end)))
-        return sum(f == 0.0 for f in factors), tuple(factors)
-
-
-@dataclass(frozen=True)
-class LayerFreezing:
-    """MosaicML Composer's LayerFreezing: at each epoch end, with p the fraction of training
-    done, frac = freeze_level (p - freeze_start) / (1 - freeze_start) when p > freeze_start, and
-    the first floor(frac (N - 1)) blocks freeze (N units: blocks and head). Optimizer state is
-    kept; frozen blocks' BatchNorm and dropout keep running."""
-    freeze_start: float = 0.5
-    freeze_level: float = 1.0
-    eval_frozen = False
-
-    def frozen_blocks(self, epoch, run):
-        epochs = run.total_steps / run.steps_per_epoch
-        p = epoch / epochs  # after `epoch` epochs, when the next one starts
-        if p <= self.freeze_start:
-            return 0
-        frac = self.freeze_level * (p - self.freeze_start) / (1 - self.freeze_start)
-        return min(run.hidden, math.floor(frac * (run.units - 1)))
-
-    def at(self, epoch, step, run):
-        k = self.frozen_blocks(epoch, run)
-        return k, _on(set(range(k, run.units)), run)
-
-
-@dataclass(frozen=True)
-class CyclicBlocks:
-    """Block coordinate descent as in BAdam (Luo et al. 2024): every hidden block and the head is
-    its own group, one group trains for K steps, in ascending, descending or random order (a
-    fresh permutation per round, drawn from the run's seed). K defaults to BAdam's
-    max(n / (B D), 50) steps: an epoch's steps over the D groups, at least 50."""
-    every: int | None = None
-    order: str = "ascending"
-    eval_frozen = False
-
-    def __post_init__(self):
-        if self.order not in ("ascending", "descending", "random"):
-            raise ValueError(f"bad order {self.order!r}: ascending, descending or random")
-
-    def steps_per_block(self, run):
-        return self.every or max(math.ceil(run.steps_per_epoch / run.units), 50)
-
-    def active(self, step, run):
-        slot = step // self.steps_per_block(run)
-        rnd, pos = divmod(slot, run.units)
-        if self.order == "ascending":
-            return pos
-        if self.order == "descending":
-            return run.units - 1 - pos
-        return int(np.random.default_rng([run.seed, rnd, 0xB10C]).permutation(run.units)[pos])
-
-    def at(self, epoch, step, run):
-        return step // self.steps_per_block(run), _on({self.active(step, run)}, run)
-
-
-@dataclass(frozen=True)
-class LayerOut:
-    """LayerOut (Goutam et al. 2020), as the paper describes it: at each epoch every hidden
-    block freezes with probability p_i = p_max (i + 1) / L (deeper blocks more often), drawn
-    from the run's seed and the epoch; the head always trains; one persistent optimizer."""
-    p_max: float = 0.5
-    eval_frozen = False
-
-    def freeze_probability(self, unit, run):
-        return self.p_max * (unit + 1) / run.hidden
-
-    def frozen(self, epoch, run):
-        draws = np.random.default_rng([run.seed, epoch, 0x1A7E]).random(run.hidden)
-        return frozenset(u for u in range(run.hidden) if draws[u] < self.freeze_probability(u, run))
-
-    def at(self, epoch, step, run):
-        return epoch, _on(set(range(run.units)) - self.frozen(epoch, run), run)
-
-
-STANDARD = Schedule()
-
-
-def alternating(every=1, unit="epoch"):
-    """First half for `every` units, then the second half, and so on."""
-    return Schedule(phases=((FIRST,), (SECOND,)), every=every, unit=unit)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+ENGINE = "single/1"  # the reference engine; a change to what its step computes gets a new number
 
 
 def lr_multiplier(kind, step, total_steps, warmup_steps=0):
@@ -344,44 +198,6 @@ def evaluate_model(model, loader, device=None, precision="fp32"):
     return loss_sum.item() / n, 100.0 * correct.item() / n
 
 
-class _Optimizers:
-    """The optimizer(s) of a run: one over every unit, or one per half (GAN style). Each unit is
-    its own parameter group, so that a schedule can give each its own learning rate."""
-
-    def __init__(self, model, name, lrs, separate, weight_decay, device):
-        self.args = (model, name, lrs, separate, weight_decay, device)
-        self.build()
-
-    def build(self):
-        model, name, lrs, separate, wd, device = self.args
-        groups = [{"params": list(m.parameters()), "lr": lrs[model.half_of(u)], "unit": u}
-                  for u, m in enumerate(model.units())]
-        self.base = [g["lr"] for g in groups]
-        if separate:
-            self.opts = {h: make_optimizer(name, [g for g in groups if model.half_of(g["unit"]) == h],
-                                           lrs[h], wd, device=device) for h in BOTH}
-        else:
-            self.opts = {BOTH: make_optimizer(name, groups, lrs[FIRST], wd, device=device)}
-
-    def set_lr(self, multiplier, factors):
-        """Each unit's lr: its base lr x the run-wide multiplier x the schedule's factor."""
-        for opt in self.opts.values():
-            for g in opt.param_groups:
-                g["lr"] = self.base[g["unit"]] * multiplier * factors[g["unit"]]
-
-    def step(self, halves):
-        for key, opt in self.opts.items():
-            if key == BOTH or key in halves:
-                opt.step()
-
-    def state_dict(self):
-        return [opt.state_dict() for opt in self.opts.values()]
-
-    def load_state_dict(self, states):
-        for opt, state in zip(self.opts.values(), states):
-            opt.load_state_dict(state)
-
-
 def rng_state(device="cpu"):
     """Every random number generator a run draws from (dropout uses torch's global one and, on
     a GPU, that GPU's own): only the run's device, so that a run resumes on any GPU, or on a
@@ -406,135 +222,448 @@ def set_rng_state(state, device="cpu"):
         torch.mps.set_rng_state(state["device"])
 
 
-def train(model, train_loader, test_loader, schedule=STANDARD, *, num_epochs=15,
-          learning_rate=1e-3, device=None, optimizer="adam", weight_decay=0.0, group_lrs=None,
-          lr_schedule="constant", warmup_epochs=0, total_steps=None, seed=0,
-          separate_optimizers=False, reset_optimizer=False, freeze_bn_stats=False,
-          max_flops=None, max_seconds=None, precision="fp32", val_loader=None,
-          resume=None, on_epoch_end=None, progress=False, desc=None):
+class Progress:
+    """A progress bar on stderr when it is a terminal; nothing anywhere else (a log file, CI,
+    SLURM's output, a notebook), where callers print one plain line per finished run instead."""
+
+    def __init__(self, total=None, desc=None, enabled=True):
+        self.shown = bool(enabled) and sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr) if self.shown else None
+
+    def update(self, n=1):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def postfix(self, **values):
+        if self.bar is not None:
+            self.bar.set_postfix(**values)
+
+    def write(self, line):
+        """A line above the bar (or just the line, without one)."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ScheduleError(ValueError):
+    """A schedule returned factors the loop cannot use; its message is one line naming the
+    strategy, epoch and step."""
+
+
+def check_factors(factors, run, name, epoch, step):
+    """`factors` as floats, after checking what the loop needs of them: one per unit, finite,
+    not negative, and at least one above 0."""
+    where = f"strategy {name}: factors(epoch={epoch}, step={step})"
+    try:
+        factors = tuple(float(f) for f in factors)
+    except (TypeError, ValueError):
+        raise ScheduleError(f"{where} returned {factors!r}, not a sequence of numbers") from None
+    if len(factors) != run.units:
+        raise ScheduleError(f"{where} returned {len(factors)} factors for {run.units} units (one per hidden "
+                            f"block, then the head)")
+    for u, f in enumerate(factors):
+        if not math.isfinite(f):
+            raise ScheduleError(f"{where} returned {f} for unit {u}: factors must be finite")
+        if f < 0:
+            raise ScheduleError(f"{where} returned {f:g} for unit {u}: factors multiply the learning rate, "
+                                f"0 freezes a unit and a negative one is not allowed")
+    if not any(f > 0 for f in factors):
+        raise ScheduleError(f"{where} returned only zeros: at least one unit must train at every step")
+    return factors
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything one run trains with apart from its model and data."""
+    schedule: Schedule = STANDARD
+    num_epochs: int = 15
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    total_steps: int | None = None   # where the lr schedule ends (a matched budget's steps); default all
+    seed: int = 0                    # schedules that draw (cyclic blocks in random order, LayerOut) use it
+    reset_optimizer: bool = False    # re-create the optimizer at every phase change
+    freeze_bn_stats: bool = False    # frozen units' BatchNorm running statistics stay fixed too
+    max_flops: float | None = None   # stop before a step would exceed this many training FLOPs
+    max_seconds: float | None = None  # stop once this many training seconds are spent
+    precision: str = "fp32"
+    name: str = "run"                # how messages name the run's strategy
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r} (choose {', '.join(OPTIMIZERS)})")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step of one run, as its schedule and budget decide it."""
+    trainable: frozenset   # units with a factor above 0
+    lrs: tuple             # per unit: lr x run-wide multiplier x factor
+    reset: bool            # re-create the optimizer before this step
+    halves: frozenset      # halves with a trainable unit
+    flops: int             # training FLOPs of the step
+    params: int            # scalar parameters it updates
+    size: int              # batch size
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch of one run: a row of the history (HISTORY_KEYS)."""
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    test_loss: float
+    test_acc: float
+    epoch_time_s: float
+    eval_time_s: float
+    steps: int
+    steps_first: int
+    steps_second: int
+    param_updates: int
+    train_flops: int
+    diverged: bool
+
+
+assert tuple(f.name for f in fields(EpochStats)) == HISTORY_KEYS
+
+
+class Member:
+    """One run inside a training loop: its schedule and closed-loop state, its budget, its
+    counters and history; everything except the model step, which the engine's stepper does."""
+
+    def __init__(self, spec, run, unit_sizes, flops_per_sample, resume=None):
+        self.spec, self.run = spec, run
+        self.sizes, self.flops_per_sample = unit_sizes, flops_per_sample  # trainable set -> FLOPs/sample
+        self.warmup_steps = spec.warmup_epochs * (run.steps_per_epoch or 0)
+        self.costs = {}
+        # where the run stands between epochs; with the stepper's states this is all a resume needs
+        self.at = {"step": 0, "phase": None, "total_flops": 0, "total_seconds": 0.0,
+                   "schedule_state": spec.schedule.start(run)}
+        self.history = {k: [] for k in HISTORY_KEYS}
+        if resume is not None:
+            self.at = {"schedule_state": self.at["schedule_state"], **resume["at"]}
+            self.history = {k: list(resume["history"].get(k, [])) for k in HISTORY_KEYS}
+        self.live = True
+        self.new_epoch()
+
+    @property
+    def epochs_done(self):
+        return len(self.history["epoch"])
+
+    def new_epoch(self):
+        self.n = self.steps = self.steps_first = self.steps_second = self.updates = self.flops = 0
+        self.out_of_budget = False
+
+    def cost(self, trainable):
+        if trainable not in self.costs:
+            self.costs[trainable] = (frozenset(self.run.halves[u] for u in trainable),
+                                     self.flops_per_sample(trainable), sum(self.sizes[u] for u in trainable))
+        return self.costs[trainable]
+
+    def plan(self, epoch, size, elapsed=None):
+        """The next step, or None once the budget allows no more (the run then ends this epoch)."""
+        if self.out_of_budget:
+            return None
+        spec, at = self.spec, self.at
+        raw = spec.schedule.factors(epoch, at["step"], self.run, at["schedule_state"])
+        factors = check_factors(raw, self.run, spec.name, epoch, at["step"])
+        phase = spec.schedule.phase(epoch, at["step"], self.run, factors)
+        trainable = frozenset(u for u, f in enumerate(factors) if f > 0)
+        halves, per_sample, params = self.cost(trainable)
+        flops = per_sample * size
+        if (spec.max_flops is not None and at["total_flops"] + self.flops + flops > spec.max_flops) or \
+                (spec.max_seconds is not None and at["total_seconds"] + elapsed() > spec.max_seconds):
+            self.out_of_budget = True
+            return None
+        reset = spec.reset_optimizer and at["phase"] is not None and phase != at["phase"]
+        at["phase"] = phase
+        mult = lr_multiplier(spec.lr_schedule, at["step"], self.run.total_steps, self.warmup_steps)
+        lrs = tuple(spec.learning_rate * mult * f for f in factors)
+        return StepPlan(trainable, lrs, reset, halves, flops, params, size)
+
+    def account(self, plan):
+        self.n += plan.size
+        self.at["step"] += 1
+        self.steps += 1
+        self.steps_first += FIRST in plan.halves
+        self.steps_second += SECOND in plan.halves
+        self.updates += plan.params
+        self.flops += plan.flops
+
+    def end_epoch(self, epoch, loss_sum, correct, seconds, val, test, eval_seconds):
+        """Record the epoch (if it took a step). True when the run stands where it can go on
+        from: it took a step, did not diverge and was not stopped by its budget (its last epoch
+        included); `live` says whether another epoch follows."""
+        self.at["total_flops"] += self.flops
+        self.at["total_seconds"] += seconds
+        if self.steps == 0:
+            self.live = False
+            return False
+        train_loss, train_acc = loss_sum / max(self.n, 1), 100.0 * correct / max(self.n, 1)
+        diverged = not all(math.isfinite(v) for v in (train_loss, test[0], val[0] if val[0] is not None else 0.0))
+        row = EpochStats(epoch + 1, train_loss, train_acc, *val, *test, seconds, eval_seconds, self.steps,
+                         self.steps_first, self.steps_second, self.updates, self.flops, diverged)
+        for k, v in asdict(row).items():
+            self.history[k].append(v)
+        keep = not (diverged or self.out_of_budget)
+        self.live = keep and self.epochs_done < self.spec.num_epochs
+        return keep
+
+    def observe(self, measures):
+        """Hand a closed-loop schedule what the epoch showed (validation, never test)."""
+        h = self.history
+        obs = Observation(h["epoch"][-1], self.at["step"], h["train_loss"][-1], h["train_acc"][-1],
+                          h["val_loss"][-1], h["val_acc"][-1], *measures)
+        self.at["schedule_state"] = self.spec.schedule.observe(self.at["schedule_state"], obs, self.run)
+
+    def snapshot(self):
+        return {"at": dict(self.at), "history": self.history}
+
+
+class _Optimizers:
+    """The optimizer of a run: one over every unit, each unit its own parameter group, so that
+    a schedule can give each its own learning rate. `build` again is a reset."""
+
+    def __init__(self, model, spec, device):
+        self.model, self.spec, self.device = model, spec, device
+        self.build()
+
+    def build(self):
+        groups = [{"params": list(m.parameters()), "lr": self.spec.learning_rate, "unit": u}
+                  for u, m in enumerate(self.model.units())]
+        self.opt = make_optimizer(self.spec.optimizer, groups, self.spec.learning_rate, self.spec.weight_decay,
+                                  device=self.device)
+
+    def set_lr(self, lrs):
+        for g in self.opt.param_groups:
+            g["lr"] = lrs[g["unit"]]
+
+    def step(self):
+        self.opt.step()
+
+    def state_dict(self):
+        return [self.opt.state_dict()]
+
+    def load_state_dict(self, states):
+        self.opt.load_state_dict(states[0])
+
+
+class UnitMeter:
+    """Per-unit gradient norms and weight changes between observations, accumulated on the
+    device (no host sync per step) and only for a schedule that asks for them."""
+
+    def __init__(self, unit_params, measures):
+        self.params = unit_params  # [[tensor, ...] per unit]
+        self.grads = "grad_norm" in measures
+        self.weights = "weight_change" in measures
+        self.reset()
+
+    def reset(self):
+        if self.grads:
+            self.sums = [[torch.zeros_like(p) for p in ps] for ps in self.params]
+            self.counts = [0] * len(self.params)
+        if self.weights:
+            self.last = [[p.detach().clone() for p in ps] for ps in self.params]
+
+    def add(self, trainable, grads):
+        """After a backward pass: grads[u] are unit u's gradients (None where frozen)."""
+        if not self.grads:
+            return
+        for u in trainable:
+            torch._foreach_add_(self.sums[u], grads[u])
+            self.counts[u] += 1
+
+    def read(self):
+        """(grad_norm, weight_change) per unit since the last read, then start over."""
+        grad = change = None
+        if self.grads:
+            grad = tuple(math.sqrt(sum(float(s.double().pow(2).sum()) for s in sums)) / c if c else None
+                         for sums, c in zip(self.sums, self.counts))
+        if self.weights:
+            change = tuple(math.sqrt(sum(float((p.detach().double() - q.double()).pow(2).sum())
+                                         for p, q in zip(ps, qs))) for ps, qs in zip(self.params, self.last))
+        self.reset()
+        return grad, change
+
+
+class ModuleStep:
+    """The reference engine: one nn.Module trained in place. A frozen unit has requires_grad off,
+    so autograd computes nothing for it and the optimizer skips it; evaluation is the module's."""
+
+    def __init__(self, model, spec, loader, device):
+        self.model, self.spec, self.loader, self.device = model, spec, loader, device
+        self.opts = _Optimizers(model, spec, device)
+        measures = spec.schedule.observes if spec.schedule.closed_loop() else ()
+        self.unit_params = [list(m.parameters()) for m in model.units()]
+        self.meter = UnitMeter(self.unit_params, measures) if measures else None
+
+    def restore(self, snapshot):
+        self.model.load_state_dict(snapshot["model"])
+        self.opts.load_state_dict(snapshot["optimizers"])
+        self.loader.load_state_dict(snapshot["loader"])
+        set_rng_state(snapshot["rng"], self.device)
+        if self.meter:
+            self.meter.reset()
+
+    def snapshot(self, i=0):
+        return {"model": self.model.state_dict(), "optimizers": self.opts.state_dict(),
+                "loader": self.loader.state_dict(), "rng": rng_state(self.device), "engine": ENGINE}
+
+    def batches(self, members):
+        """Each step's {member: batch size}; the batch waits here for step()."""
+        self.trainable = None  # evaluation put every unit back in train mode: apply the schedule again
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        (member,) = members
+        for x, y in self.loader:
+            self.batch = (x, y)
+            yield {member: y.shape[0]}
+
+    def step(self, plans):
+        ((_, plan),) = plans.items()
+        model, spec = self.model, self.spec
+        if plan.trainable != self.trainable:
+            model.set_trainable_units(plan.trainable, spec.freeze_bn_stats, spec.schedule.eval_frozen)
+            self.trainable = plan.trainable
+        if plan.reset:
+            self.opts.build()  # fresh Adam: moments and step counts start from zero
+        self.opts.set_lr(plan.lrs)
+        x, y = (t.to(self.device, non_blocking=True) for t in self.batch)
+        with precision_context(spec.precision, self.device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        model.zero_grad(set_to_none=True)  # frozen params keep grad=None: optimizers skip them
+        loss.backward()
+        if self.meter:
+            self.meter.add(plan.trainable, [[p.grad for p in ps] for ps in self.unit_params])
+        self.opts.step()
+        self.loss_sum += loss.detach() * y.shape[0]
+        self.correct += (logits.detach().argmax(1) == y).sum()  # in train mode: dropout on
+
+    def epoch_totals(self):
+        """{member: (loss sum, correct)}: the epoch's one host sync."""
+        return [(self.loss_sum.item(), self.correct.item())]
+
+    def evaluate(self, loader):
+        return [evaluate_model(self.model, loader, self.device, self.spec.precision)]
+
+    def measures(self, i):
+        return self.meter.read() if self.meter else (None, None)
+
+    def finish(self):
+        self.model.set_trainable(BOTH)
+        self.model.train()
+
+
+def run_members(stepper, members, test_loader, val_loader=None, *, device, on_epoch_end=None,
+                progress=False, desc=None):
+    """The training loop, for one run or a pack: every epoch each live member plans its steps
+    (schedule, budget), the stepper takes them, then each member is evaluated, recorded, shown to
+    its schedule if that observes, and handed to on_epoch_end(i, snapshot) for its checkpoint."""
+    precision = members[0].spec.precision
+    num_epochs = max(m.spec.num_epochs for m in members)
+    start = min(m.epochs_done for m in members)
+    watch, evals = Stopwatch(device), Stopwatch(device)
+    bar = Progress(num_epochs - start, desc, progress)
+    with training_numerics(precision, device):  # tf32: forward and backward
+        for epoch in range(start, num_epochs):
+            live = [i for i, m in enumerate(members) if m.live]
+            if not live:
+                break
+            for i in live:
+                members[i].new_epoch()
+            watch.start()
+            epoch_t0 = time.perf_counter()
+
+            def elapsed():
+                synchronize(device)  # host time runs ahead of a GPU: count the queued steps
+                return time.perf_counter() - epoch_t0
+
+            for sizes in stepper.batches(live):
+                plans = {i: p for i, size in sizes.items() if (p := members[i].plan(epoch, size, elapsed))}
+                if not plans:
+                    break
+                stepper.step(plans)
+                for i, p in plans.items():
+                    members[i].account(p)
+            totals = stepper.epoch_totals()
+            seconds = watch.stop() / len(live)  # a pack's steps are shared by its members
+            stepped = [i for i in live if members[i].steps]
+            evals.start()
+            val = stepper.evaluate(val_loader) if val_loader is not None and stepped else None
+            test = stepper.evaluate(test_loader) if stepped else None
+            eval_seconds = evals.stop() / max(len(stepped), 1)
+            for j, i in enumerate(live):
+                m = members[i]
+                if not m.end_epoch(epoch, *totals[j], seconds, val[j] if val else (None, None),
+                                   test[j] if test else None, eval_seconds):
+                    continue
+                if m.spec.schedule.closed_loop():
+                    m.observe(stepper.measures(i))
+                if on_epoch_end is not None:
+                    on_epoch_end(i, {**stepper.snapshot(i), **m.snapshot()})
+            bar.update()
+            if len(members) == 1 and members[0].history["epoch"]:
+                h = members[0].history
+                bar.postfix(loss=f"{h['train_loss'][-1]:.3f}", acc=f"{h['test_acc'][-1]:.2f}")
+    bar.close()
+    stepper.finish()
+    return [m.history for m in members]
+
+
+def train(model, train_loader, test_loader, schedule=STANDARD, *, device=None, val_loader=None,
+          resume=None, on_epoch_end=None, progress=False, desc=None, **options):
     """Train `model` following `schedule`; return a per-epoch history (dict of lists).
 
-    - One optimizer persists across switches, so a unit's Adam moments survive its
-      frozen periods; `reset_optimizer=True` re-creates it at every phase change
-      (the earlier public version's behaviour, kept so its effect can be measured).
-    - `separate_optimizers` keeps one optimizer per half, `group_lrs` a learning
-      rate per half (two-timescale).
+    `options` are TrainSpec's fields (num_epochs, learning_rate, optimizer, weight_decay,
+    lr_schedule, warmup_epochs, total_steps, seed, reset_optimizer, freeze_bn_stats, max_flops,
+    max_seconds, precision, name):
+    - One optimizer persists across switches, so a unit's Adam moments survive its frozen
+      periods; `reset_optimizer=True` re-creates it at every phase change (the earlier public
+      version's behaviour, kept so its effect can be measured).
     - `lr_schedule` (constant, cosine, linear) with `warmup_epochs` scales every unit's lr per
       step, on top of the schedule's own factors; it ends at `total_steps` (default: all epochs),
       which a matched-budget run sets to the steps its budget allows.
-    - `seed` feeds schedules that draw (cyclic blocks in random order, LayerOut).
-    - `freeze_bn_stats` also fixes frozen units' BatchNorm running statistics.
     - `max_flops` / `max_seconds` stop training once that budget would be exceeded.
-    - `precision`: fp32, bf16 (autocast, fp32 master weights) or tf32 (CUDA).
-    - `val_loader`, if given, is evaluated after every epoch (val_loss, val_acc).
+    - `val_loader`, if given, is evaluated after every epoch (val_loss, val_acc); a closed-loop
+      schedule sees it, never the test set.
     - `on_epoch_end(snapshot)` receives, after every epoch, everything needed to continue
-      exactly (weights, BatchNorm buffers, optimizer state, every RNG, the loader's
-      generator, the history); `resume=snapshot` continues from it, bit for bit.
+      exactly (weights, BatchNorm buffers, optimizer state, every RNG, the loader's generator,
+      the schedule's state, the history); `resume=snapshot` continues from it, bit for bit.
     - Training time excludes evaluation; losses stay on the device until the epoch ends.
     """
+    history, _ = fit(model, train_loader, test_loader, TrainSpec(schedule=schedule, **options), device=device,
+                     val_loader=val_loader, resume=resume, on_epoch_end=on_epoch_end, progress=progress, desc=desc)
+    return history
+
+
+def fit(model, train_loader, test_loader, spec, *, device=None, val_loader=None, resume=None,
+        on_epoch_end=None, progress=False, desc=None):
+    """train() with a TrainSpec: returns (history, the schedule's final state)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()
-    lrs = group_lrs or (learning_rate, learning_rate)
-    opts = _Optimizers(model, optimizer, lrs, separate_optimizers, weight_decay, device)
     units = model.units()
     per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None  # None: any iterable
     run = RunShape(len(units), tuple(model.half_of(u) for u in range(len(units))), per_epoch,
-                   total_steps or (per_epoch and num_epochs * per_epoch), seed)
-    warmup_steps = warmup_epochs * (per_epoch or 0)
-    size = [sum(p.numel() for p in m.parameters()) for m in units]
-    costs = {}  # trainable set -> (halves, FLOPs per sample, parameters updated)
-
-    def cost(trainable):
-        if trainable not in costs:
-            costs[trainable] = ({model.half_of(u) for u in trainable}, model.unit_train_flops(trainable),
-                                sum(size[u] for u in trainable))
-        return costs[trainable]
-
-    history = {k: [] for k in HISTORY_KEYS}
-    # where the run stands between epochs; with the snapshot's states this is all a resume needs
-    at = {"step": 0, "phase": None, "total_flops": 0, "total_seconds": 0.0}
+                   spec.total_steps or (per_epoch and spec.num_epochs * per_epoch), spec.seed)
+    member = Member(spec, run, [sum(p.numel() for p in m.parameters()) for m in units],
+                    model.unit_train_flops, resume)
+    stepper = ModuleStep(model, spec, train_loader, device)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        opts.load_state_dict(resume["optimizers"])
-        train_loader.load_state_dict(resume["loader"])
-        set_rng_state(resume["rng"], device)
-        at, history = dict(resume["at"]), {k: list(resume["history"].get(k, [])) for k in HISTORY_KEYS}
-    watch = Stopwatch(device)
-    out_of_budget = False
-    epochs = tqdm(range(len(history["epoch"]), num_epochs), desc=desc, disable=not progress, leave=False)
-    with training_numerics(precision, device):  # tf32: forward and backward
-        for epoch in epochs:
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            n = steps = steps_first = steps_second = updates = flops = 0
-            trainable = None  # evaluation put every unit back in train mode: apply the schedule again
-            watch.start()
-            epoch_t0 = time.perf_counter()
-            for x, y in train_loader:
-                phase, factors = schedule.at(epoch, at["step"], run)
-                now = frozenset(u for u, f in enumerate(factors) if f > 0)
-                if now != trainable:
-                    model.set_trainable_units(now, freeze_bn_stats, schedule.eval_frozen)
-                    trainable = now
-                if phase != at["phase"]:
-                    if reset_optimizer and at["phase"] is not None:
-                        opts.build()  # fresh Adam: moments and step counts start from zero
-                    at["phase"] = phase
-                opts.set_lr(lr_multiplier(lr_schedule, at["step"], run.total_steps, warmup_steps), factors)
-                halves, per_sample, params = cost(trainable)
-                step_flops = per_sample * y.shape[0]
-                if max_flops is not None and at["total_flops"] + flops + step_flops > max_flops:
-                    out_of_budget = True
-                    break
-                if max_seconds is not None:
-                    synchronize(device)  # host time runs ahead of a GPU: count the queued steps
-                if max_seconds is not None and at["total_seconds"] + time.perf_counter() - epoch_t0 > max_seconds:
-                    out_of_budget = True
-                    break
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with precision_context(precision, device):
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
-                model.zero_grad(set_to_none=True)  # frozen params keep grad=None: optimizers skip them
-                loss.backward()
-                opts.step(halves)
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (logits.detach().argmax(1) == y).sum()  # in train mode: dropout on
-                n += y.shape[0]
-                at["step"] += 1
-                steps += 1
-                steps_first += FIRST in halves
-                steps_second += SECOND in halves
-                updates += params
-                flops += step_flops
-            train_loss = loss_sum.item() / max(n, 1)  # the epoch's host syncs
-            train_acc = 100.0 * correct.item() / max(n, 1)
-            seconds = watch.stop()
-            at["total_flops"] += flops
-            at["total_seconds"] += seconds
-            if steps == 0:
-                break
-            eval_watch = Stopwatch(device)
-            eval_watch.start()
-            val_loss, val_acc = (evaluate_model(model, val_loader, device, precision)
-                                 if val_loader is not None else (None, None))
-            test_loss, test_acc = evaluate_model(model, test_loader, device, precision)
-            eval_seconds = eval_watch.stop()
-            diverged = not all(math.isfinite(v) for v in (train_loss, test_loss, val_loss or 0.0))
-            for k, v in zip(HISTORY_KEYS, (epoch + 1, train_loss, train_acc, val_loss, val_acc, test_loss,
-                                           test_acc, seconds, eval_seconds, steps, steps_first, steps_second,
-                                           updates, flops, diverged)):
-                history[k].append(v)
-            epochs.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.2f}")
-            if diverged or out_of_budget:
-                break
-            if on_epoch_end is not None:
-                on_epoch_end({"model": model.state_dict(), "optimizers": opts.state_dict(),
-                              "loader": train_loader.state_dict(), "rng": rng_state(device), "at": dict(at),
-                              "history": history})
-    model.set_trainable(BOTH)
-    model.train()
-    return history
+        stepper.restore(resume)
+    callback = None if on_epoch_end is None else (lambda i, snapshot: on_epoch_end(snapshot))
+    (history,) = run_members(stepper, [member], test_loader, val_loader, device=device,
+                             on_epoch_end=callback, progress=progress, desc=desc)
+    return history, member.at["schedule_state"]
 
 
 def train_standard(model, train_loader, test_loader, num_epochs=15, learning_rate=1e-3,

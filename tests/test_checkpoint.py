@@ -9,11 +9,14 @@ import time
 import pytest
 import torch
 
-from config import Config, train_options
+from dataclasses import replace
+
+from config import Config
 from conftest import ROOT
 from data import TensorLoader
 from models import SimpleNN
-from training_loop import train
+from strategies import RunName
+from training_loop import fit
 
 TIMING = {"epoch_time_s", "eval_time_s"}
 
@@ -30,10 +33,11 @@ def _copy(snapshot):
     ("alternating-7", "constant"), ("alternating-epoch-reset", "constant"),
     ("alternating-batch-bnfixed", "constant"), ("gan-style", "constant"), ("standard", "cosine"),
     ("freezeout", "constant"), ("layer-freezing", "linear"), ("cyclic-blocks-random", "cosine"),
-    ("cyclic-blocks-reset", "constant"), ("layerout", "cosine")])
+    ("cyclic-blocks-reset", "constant"), ("layerout", "cosine"), ("autofreeze[percentile=75]", "cosine"),
+    ("freezeout[t0=0.5,cubic=false]", "linear")])
 def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, schedule, device):
-    opts = {**train_options(name, Config(lr_schedule=schedule, warmup_epochs=1, weight_decay=1e-4)),
-            "num_epochs": 4, "seed": 0}
+    spec = replace(Config(lr_schedule=schedule, warmup_epochs=1, weight_decay=1e-4).train_spec(RunName.parse(name)),
+                   num_epochs=4, seed=0)
 
     def fresh(seed):
         torch.manual_seed(seed)
@@ -42,14 +46,15 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, sc
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     model, loader = fresh(0)
     snaps = []
-    full = train(model, loader, test, **opts, device=device, on_epoch_end=lambda s: snaps.append(_copy(s)))
+    full, state = fit(model, loader, test, spec, device=device, on_epoch_end=lambda s: snaps.append(_copy(s)))
     assert len(snaps) == 4 and [len(s["history"]["epoch"]) for s in snaps] == [1, 2, 3, 4]
     # a different initialisation, data order and RNG state: the snapshot must restore all of them
     other, other_loader = fresh(123)
-    resumed = train(other, other_loader, test, **opts, device=device, resume=snaps[1])
+    resumed, resumed_state = fit(other, other_loader, test, spec, device=device, resume=snaps[1])
     for k in full:
         if k not in TIMING:
             assert resumed[k] == full[k], k
+    assert resumed_state == state  # a closed-loop schedule's state too
     for (n, p), q in zip(model.state_dict().items(), other.state_dict().values()):
         assert torch.equal(p, q), n
 
@@ -67,12 +72,15 @@ def _checkpoint_epochs(path):
         return 0
 
 
-@pytest.mark.parametrize("extra", [(), ("--lr-schedule", "cosine", "--val-size", "256")],
-                         ids=["constant", "cosine"])
-def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, extra):
+@pytest.mark.parametrize("name, extra", [
+    ("standard", ()), ("standard", ("--lr-schedule", "cosine", "--val-size", "256")),
+    # closed loop: autofreeze decides from gradient norms at epoch ends, so its state crosses the kill
+    ("autofreeze[percentile=90]", ("--strategies", "autofreeze[percentile=90]", "--val-size", "256"))],
+    ids=["constant", "cosine", "closed-loop"])
+def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, name, extra):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cli(out, extra=extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = out / "checkpoints" / "standard__seed0.pt"
+    ckpt = out / "checkpoints" / f"{name}__seed0.pt"
     t0 = time.time()
     while _checkpoint_epochs(ckpt) < 2:
         assert proc.poll() is None, proc.stderr.read()
@@ -81,17 +89,19 @@ def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, extra):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     k = _checkpoint_epochs(ckpt)
-    assert 2 <= k < 5 and not (out / "runs" / "standard__seed0.json").exists()
+    assert 2 <= k < 5 and not (out / "runs" / f"{name}__seed0.json").exists()
 
     rerun = subprocess.run(_cli(out, extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resumed standard seed 0 from epoch {k}" in rerun.stdout
+    assert f"resumed {name} seed 0 from epoch {k}" in rerun.stdout
     assert not ckpt.exists() and not ckpt.parent.exists()  # removed once the run is saved
 
     fresh = subprocess.run(_cli(tmp_path / "fresh", extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr
-    a, b = (json.loads((d / "runs" / "standard__seed0.json").read_text())["history"]
-            for d in (out, tmp_path / "fresh"))
-    for key in a:
+    a, b = (json.loads((d / "runs" / f"{name}__seed0.json").read_text()) for d in (out, tmp_path / "fresh"))
+    for key in a["history"]:
         if key not in TIMING:
-            assert a[key] == b[key], key  # bit-identical losses and accuracies
+            assert a["history"][key] == b["history"][key], key  # bit-identical losses and accuracies
+    assert a.get("schedule_state") == b.get("schedule_state")
+    if name.startswith("autofreeze"):
+        assert a["schedule_state"]["frozen"] >= 1  # it did decide something, on both sides of the kill

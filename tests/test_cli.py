@@ -46,8 +46,8 @@ def test_all_strategies_with_intervals_and_matched_budget(tmp_path, capsys):
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     s = json.loads((tmp_path / "summary.json").read_text())["strategies"]
-    from config import STRATEGIES
-    assert set(s) == set(STRATEGIES) | {"standard@flops"}
+    from strategies import BUILTIN
+    assert set(s) == set(BUILTIN) | {"standard@flops"}
     for name, row in s.items():
         assert len(row["seeds"]) == 3
         if name != "standard":
@@ -68,12 +68,12 @@ def test_dry_run_is_a_quick_smoke_check(tmp_path, capsys):
 
 
 def test_divergence_is_recorded_and_other_runs_go_on(tmp_path, capsys):
-    args = TINY + ["--epochs", "3", "--seeds", "1", "--strategies", "standard,gan-style",
-                   "--lr-second", "1e35", "--out", str(tmp_path)]
+    args = TINY + ["--epochs", "3", "--seeds", "1", "--strategies", "standard,gan-style[second_lr=1e35]",
+                   "--out", str(tmp_path)]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     rows = _rows(tmp_path / "metrics.csv")
-    gan = [r for r in rows if r["strategy"] == "gan-style"]
+    gan = [r for r in rows if r["strategy"] == "gan-style[second_lr=1e+35]"]
     assert gan[-1]["diverged"] == "1" and len(gan) < 3  # marked, and stopped early
     assert len([r for r in rows if r["strategy"] == "standard"]) == 3
     assert "DIVERGED" in out and "0/1 (diverged)" in out
@@ -89,8 +89,14 @@ def test_divergence_is_recorded_and_other_runs_go_on(tmp_path, capsys):
     (["--lr", "inf"], "--lr: must be a positive finite number, got 'inf'"),
     (["--lr", "fast"], "--lr: must be a positive finite number, got 'fast'"),
     (["--seeds", "0"], "--seeds: must be a whole number of at least 1, got '0'"),
-    (["--strategies", "standard,bogus"], "unknown strategy 'bogus' in --strategies"),
-    (["--dataset", "imagenet"], "--dataset: invalid choice: 'imagenet'"),
+    (["--strategies", "standard,bogus"], "--strategies: unknown strategy 'bogus'"),
+    (["--strategies", "standard,freezout"], "unknown strategy 'freezout' (did you mean freezeout?)"),
+    (["--dataset", "imagenet"], "--dataset: must be one of cifar10, cifar100"),
+    (["--dataset", "fashion_mnist"], "got 'fashion_mnist' (did you mean fashion-mnist?)"),
+    (["--lr", "-1e-3"], "--lr: must be a positive finite number, got '-1e-3'"),
+    (["--epochs", "-2"], "--epochs: must be a whole number of at least 1, got '-2'"),
+    (["--switch-every", "20"], "--switch-every: the period is a knob now: alternating-k[every=K]"),
+    (["--strategies", "freezeout[t0=1.5]"], "freezeout[t0=1.5]: t0 must be in (0, 1], got 1.5"),
 ])
 def test_bad_flags_get_one_line(args, expected, tmp_path, capsys):
     code, out, err = run_cli(args + ["--out", str(tmp_path)], capsys)
@@ -171,7 +177,8 @@ def test_help_shows_every_real_default_and_no_none(capsys):
     assert "(default: None)" not in text and "(default: True)" not in text and "(default: False)" not in text
     fmt = experiments._HelpFormatter("experiments.py")
     for a in p._actions:
-        if not a.option_strings or isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+        if not a.option_strings or isinstance(a, (argparse._HelpAction, argparse._VersionAction)) \
+                or a.help == argparse.SUPPRESS:  # retired flags: they only say where their setting went
             continue
         h = " ".join(fmt._get_help_string(a).split())
         if a.nargs == 0 and not isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):

@@ -4,7 +4,8 @@ import torch
 
 from models import FIRST, SECOND, SimpleNN
 from data import TensorLoader
-from training_loop import BOTH, Schedule, alternating, make_optimizer, train
+from schedules import BOTH, Phases, alternating
+from training_loop import make_optimizer, train
 
 
 def _snapshot(tensors):
@@ -25,7 +26,7 @@ def test_frozen_group_is_bit_for_bit_unchanged(tiny, optimizer, frozen):
     loader = TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True)
     test = TensorLoader(tiny.x_test, tiny.y_test, 256)
     other = SECOND if frozen == FIRST else FIRST
-    schedule = Schedule(phases=(BOTH, (other,)), every=1, unit="epoch")
+    schedule = Phases(phases=(BOTH, (other,)), every=1, unit="epoch")
     at_switch = {}
 
     class SnapshotAtEpoch1:
@@ -97,7 +98,7 @@ def test_frozen_bn_stats_stay_fixed_through_train(tiny, loaders):
     model(tiny.x_train[:64])
     before = _snapshot(_bn_buffers(model, FIRST))
     # a schedule that only ever trains the second half
-    train(model, train_loader, test_loader, Schedule(phases=((SECOND,),)), num_epochs=2,
+    train(model, train_loader, test_loader, Phases(phases=((SECOND,),)), num_epochs=2,
           freeze_bn_stats=True)
     assert all(torch.equal(a, b) for a, b in zip(before, _bn_buffers(model, FIRST)))
     # after training every BatchNorm tracks statistics again

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from models import FIRST, SECOND, SimpleNN
-from training_loop import _Optimizers, alternating, make_optimizer, train
+from schedules import TwoTimescale, alternating
+from training_loop import _Optimizers, make_optimizer, train
 
 
 @pytest.fixture
@@ -14,7 +15,7 @@ def built(monkeypatch):
 
     def spy(self):
         orig(self)
-        made.append(self.opts)
+        made.append(self.opt)
 
     monkeypatch.setattr(_Optimizers, "build", spy)
     return made
@@ -31,7 +32,7 @@ def test_state_survives_frozen_periods(tiny, loaders, built):
     model = SimpleNN().to(tiny.x_train.device)
     h = train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=3)
     assert len(made) == 1  # built once, never re-created
-    opt = next(iter(made[0].values()))
+    opt = made[0]
     n = len(train_loader)
     assert h["steps_first"] == [n, 0, n] and h["steps_second"] == [0, n, 0]
     assert set(_adam_steps(opt, model.group_params(FIRST))) == {2 * n}
@@ -63,7 +64,7 @@ def test_reset_option_recreates_adam_at_each_switch(tiny, loaders, built):
     model = SimpleNN().to(tiny.x_train.device)
     train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=3, reset_optimizer=True)
     assert len(made) == 3  # initial + one per switch
-    last = next(iter(made[-1].values()))
+    last = made[-1]
     # the last optimizer saw only epoch 3 (first half): its state starts from zero there
     n = len(train_loader)
     assert set(_adam_steps(last, model.group_params(FIRST))) == {n}
@@ -83,16 +84,26 @@ def test_reset_changes_results_and_persistence_is_default(tiny, loaders):
 
 
 def test_gan_style_with_equal_rates_equals_alternating_batch(tiny, loaders):
-    """Adam keeps per-parameter state, so one Adam per half with equal learning rates is the
-    same computation as one Adam over both halves: bit-for-bit identical histories."""
+    """GAN-style is alternating-batch whose halves train at their own multiples of the lr; with
+    equal rates it is the same computation, bit for bit (Adam's state is per parameter, so one
+    optimizer with per-unit rates is what one optimizer per half was)."""
     train_loader, test_loader = loaders
     results = []
-    for separate in (False, True):
+    for schedule in (alternating(1, "batch"), TwoTimescale(second_lr=1.0)):
         torch.manual_seed(0)
         train_loader.generator.manual_seed(0)
         model = SimpleNN().to(tiny.x_train.device)
-        h = train(model, train_loader, test_loader, alternating(1, "batch"), num_epochs=2,
-                  separate_optimizers=separate, group_lrs=(1e-3, 1e-3))
+        h = train(model, train_loader, test_loader, schedule, num_epochs=2)
         results.append((h["train_loss"], h["test_acc"], model.fc1.weight.clone()))
     assert results[0][0] == results[1][0] and results[0][1] == results[1][1]
     assert torch.equal(results[0][2], results[1][2])
+
+
+def test_gan_style_gives_the_second_half_its_multiple_of_the_lr(monkeypatch, tiny, loaders):
+    import training_loop
+    seen = []
+    orig = training_loop._Optimizers.set_lr
+    monkeypatch.setattr(training_loop._Optimizers, "set_lr", lambda self, lrs: (seen.append(lrs), orig(self, lrs))[1])
+    train(SimpleNN().to(tiny.x_train.device), *loaders, TwoTimescale(first_lr=1.0, second_lr=4.0), num_epochs=1,
+          learning_rate=1e-3)
+    assert seen[0] == (1e-3, 0.0, 0.0) and seen[1] == (0.0, 4e-3, 4e-3)  # units: fc1 block, fc2 block, head

@@ -2,6 +2,7 @@
 tracked, one folder shared by several invocations, fixed colours, readable figures."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,17 +28,30 @@ def _tracked_copy(dest):
     return {f: hashlib.sha1((dest / f).read_bytes()).hexdigest() for f in files if (dest / f).is_file()}
 
 
-def test_dry_run_in_a_fresh_clone_modifies_no_tracked_file(tmp_path):
+def test_dry_run_in_a_fresh_clone_modifies_no_tracked_file_and_leaves_no_folder(tmp_path):
     before = _tracked_copy(tmp_path)
-    p = subprocess.run([sys.executable, "experiments.py", "--dataset", "synthetic", "--dry-run", "--no-progress"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    (tmp_path / "scratch").mkdir()
+    for _ in range(2):  # the second one trains again: a smoke check after a code change tests the code
+        p = subprocess.run([sys.executable, "experiments.py", "--dataset", "synthetic", "--dry-run", "--no-progress"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "TMPDIR": str(tmp_path / "scratch")})
+        assert p.returncode == 0, p.stderr
+        assert "already in" not in p.stdout and p.stdout.count("seed 0  final acc") == 3
     after = {f: hashlib.sha1((tmp_path / f).read_bytes()).hexdigest() for f in before}
     assert after == before
-    out = tmp_path / "results" / "dry-run" / "synthetic"
-    assert (out / "comparison_results.png").exists()
-    assert "results folder: results/dry-run/synthetic" in p.stdout  # printed at the start...
-    assert p.stdout.rstrip().endswith("in results/dry-run/synthetic")  # ...and at the end
+    assert not (tmp_path / "results" / "dry-run").exists()
+    assert list((tmp_path / "scratch").iterdir()) == []  # its scratch folder is gone too
+    assert "a dry run: removed when it ends" in p.stdout
+
+
+def test_a_dry_run_never_touches_a_real_results_folder(tmp_path, capsys):
+    real = str(tmp_path / "real")
+    assert experiments.main(SMALL + ["--epochs", "1", "--strategies", "standard", "--out", real]) == 0
+    before = {f: f.read_bytes() for f in (tmp_path / "real").rglob("*") if f.is_file()}
+    capsys.readouterr()
+    assert experiments.main(SMALL + ["--dry-run", "--out", real]) == 2
+    assert "holds real results; a --dry-run never overwrites them" in capsys.readouterr().err
+    assert before == {f: f.read_bytes() for f in (tmp_path / "real").rglob("*") if f.is_file()}
 
 
 def test_a_plain_rerun_with_other_settings_just_works(tmp_path, monkeypatch, capsys):

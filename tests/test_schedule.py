@@ -1,8 +1,8 @@
 import pytest
 
-from config import Config, expand_strategies, known_strategy, strategy
 from models import FIRST, SECOND
-from training_loop import BOTH, STANDARD, Schedule, alternating
+from schedules import BOTH, Phases, alternating
+from strategies import RunName, StrategyError, StrategyName, expand
 
 
 def _pattern(schedule, epochs=3, steps_per_epoch=4):
@@ -10,7 +10,7 @@ def _pattern(schedule, epochs=3, steps_per_epoch=4):
     for epoch in range(epochs):
         row = []
         for _ in range(steps_per_epoch):
-            row.append(schedule.trainable(schedule.phase(epoch, step)))
+            row.append(schedule.trainable(schedule.index(epoch, step)))
             step += 1
         out.append(row)
     return out
@@ -19,8 +19,8 @@ def _pattern(schedule, epochs=3, steps_per_epoch=4):
 F, S = (FIRST,), (SECOND,)
 
 
-def test_standard_trains_both_every_step():
-    assert _pattern(STANDARD) == [[BOTH] * 4] * 3
+def test_standard_phases_train_both_every_step():
+    assert _pattern(Phases()) == [[BOTH] * 4] * 3
 
 
 def test_alternating_every_epoch_starts_with_first_half():
@@ -41,23 +41,27 @@ def test_alternating_every_k_batches():
 
 
 def test_phase_changes_drive_standard_resets():
-    # standard-reset-batch: same groups every step, but a new phase (hence a reset) each batch
-    s = strategy("standard-reset-batch", Config())
-    assert s.reset_optimizer and s.schedule.phase(0, 5) == 5 and s.schedule.trainable(5) == BOTH
+    # standard-reset-batch: same units every step, but a new phase (hence a reset) each batch
+    s = StrategyName.parse("standard-reset-batch").strategy()
+    assert s.reset_optimizer and s.schedule.phase(0, 5, None, None) == 5 and s.schedule.trainable(5) == BOTH
 
 
 def test_bad_schedule_rejected():
     with pytest.raises(ValueError):
-        Schedule(every=0)
+        Phases(every=0)
     with pytest.raises(ValueError):
-        Schedule(unit="step")
+        Phases(unit="step")
 
 
 def test_strategy_names():
-    assert expand_strategies("core") == ("standard", "alternating-epoch", "alternating-batch")
-    assert "gan-style" in expand_strategies("all") and "alternating-k" in expand_strategies("all")
-    assert expand_strategies("standard,core") == ("standard", "alternating-epoch", "alternating-batch")
-    assert strategy("alternating-k", Config(switch_every=7)).schedule == alternating(7, "batch")
-    assert strategy("alternating-25", Config()).schedule == alternating(25, "batch")
-    assert known_strategy("standard@flops") and not known_strategy("standard@bananas")
-    assert not known_strategy("alternating") and not known_strategy("nope")
+    names = lambda spec: [str(n) for n in expand(spec)]  # noqa: E731
+    assert names("core") == ["standard", "alternating-epoch", "alternating-batch"]
+    assert "gan-style" in names("all") and "alternating-k" in names("all") and "autofreeze" in names("all")
+    assert names("standard,core") == ["standard", "alternating-epoch", "alternating-batch"]
+    assert StrategyName.parse("alternating-k[every=7]").schedule() == alternating(7, "batch")
+    assert StrategyName.parse("alternating-25").schedule() == alternating(25, "batch")
+    assert str(StrategyName.parse("alternating-k[every=25]")) == "alternating-25"  # the name such runs had
+    assert str(RunName.parse("standard@flops")) == "standard@flops"
+    for bad in ("standard@bananas", "alternating", "nope"):
+        with pytest.raises(StrategyError):
+            RunName.parse(bad)

@@ -64,14 +64,14 @@ def test_a_live_lease_is_waited_for_and_a_dead_ones_taken_over(tmp_path, capsys)
     store = experiments.open_cell(cfg)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        store.leases_dir.mkdir(exist_ok=True)
-        lease = store.lease_path("standard", 0)
+        store.leases.dir.mkdir(exist_ok=True)
+        lease = store.leases.file("standard", 0)
         import socket
         lease.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "token": "x"}))
-        assert store.holder("standard", 0) is not None and store.claim("standard", 0) is None
+        assert store.leases.holder("standard", 0) is not None and store.leases.claim("standard", 0) is None
         sleeper.kill()
         sleeper.wait()
-        assert store.holder("standard", 0) is None  # its process is gone
+        assert store.leases.holder("standard", 0) is None  # its process is gone
         code, out, err = run_cli(args, capsys)
         assert code == 0
         assert f"took over standard seed 0 from {socket.gethostname()} pid {sleeper.pid}" in out
@@ -82,25 +82,25 @@ def test_a_live_lease_is_waited_for_and_a_dead_ones_taken_over(tmp_path, capsys)
 
 def test_a_silent_lease_of_another_host_goes_stale(tmp_path):
     store = ResultsDir(tmp_path, {"epochs": 1})
-    store.leases_dir.mkdir()
-    lease = store.lease_path("standard", 0)
+    store.leases.dir.mkdir()
+    lease = store.leases.file("standard", 0)
     lease.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "x"}))
-    assert store.holder("standard", 0) is not None  # another host: only its heartbeat tells
+    assert store.leases.holder("standard", 0) is not None  # another host: only its heartbeat tells
     old = time.time() - 10_000
     os.utime(lease, (old, old))
-    assert store.holder("standard", 0) is None
-    assert store.claim("standard", 0, log=lambda m: None) is not None
+    assert store.leases.holder("standard", 0) is None
+    assert store.leases.claim("standard", 0, log=lambda m: None) is not None
 
 
 def test_a_lost_lease_stops_the_run_without_saving(tmp_path):
     store = ResultsDir(tmp_path, {"epochs": 1})
-    mine = store.claim("standard", 0)
-    store.lease_path("standard", 0).write_text(json.dumps({"token": "someone else"}))
+    mine = store.leases.claim("standard", 0)
+    store.leases.file("standard", 0).write_text(json.dumps({"token": "someone else"}))
     from results import LeaseLost
     with pytest.raises(LeaseLost):
         mine.beat()
     mine.release()
-    assert store.lease_path("standard", 0).exists()  # not ours to remove
+    assert store.leases.file("standard", 0).exists()  # not ours to remove
 
 
 def test_a_foreign_run_file_is_refused_and_trained_again(tmp_path, capsys):
@@ -133,8 +133,8 @@ def test_a_run_is_not_saved_into_a_folder_reset_under_it(tmp_path):
 def test_a_truncated_checkpoint_restarts_its_run_with_a_warning(tmp_path, capsys):
     args = BASE + ["--epochs", "2", "--seeds", "1", "--strategies", "standard", "--out", str(tmp_path)]
     store = experiments.open_cell(experiments.parse_args(args))
-    store.checkpoints_dir.mkdir()
-    store.checkpoint_path("standard", 0).write_bytes(b"PK\x03\x04 truncated")
+    store.checkpoints.dir.mkdir()
+    store.checkpoints.file("standard", 0).write_bytes(b"PK\x03\x04 truncated")
     code, out, err = run_cli(args, capsys)
     assert code == 0
     assert "corrupt or truncated" in out and "restarts from epoch 0" in out
@@ -146,11 +146,11 @@ def test_checkpoints_load_to_the_cpu_and_store_only_the_runs_own_device_rng(tmp_
     from training_loop import rng_state
     assert set(rng_state("cpu")) == {"torch", "python", "numpy"}
     store = ResultsDir(tmp_path, {"epochs": 1})
-    store.save_checkpoint("standard", 0, {"model": {}, "history": {"epoch": [1]}, "at": {}})
+    store.checkpoints.save("standard", 0, {"model": {}, "history": {"epoch": [1]}, "at": {}})
     seen = {}
     real = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
-    assert store.load_checkpoint("standard", 0)["history"] == {"epoch": [1]}
+    assert store.checkpoints.load("standard", 0)["history"] == {"epoch": [1]}
     assert seen["map_location"] == "cpu"
 
 

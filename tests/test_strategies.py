@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from config import Config, strategy, train_options
+from config import Config
 from data import TensorLoader
 from models import FreezableMLP
-from training_loop import (CyclicBlocks, FreezeOut, LayerFreezing, LayerOut, RunShape, lr_multiplier,
-                           train)
+from schedules import CyclicBlocks, FreezeOut, LayerFreezing, LayerOut, RunShape
+from strategies import RunName, StrategyName
+from training_loop import lr_multiplier, train
 
 N, BATCH, IN = 320, 32, 20  # 10 steps per epoch
 
@@ -125,8 +126,8 @@ def test_cyclic_blocks_default_k_is_badams_rule():
 
 def test_cyclic_blocks_reset_clears_adam_state_at_each_switch():
     cfg = Config()
-    assert train_options("cyclic-blocks-reset", cfg)["reset_optimizer"]
-    assert not train_options("cyclic-blocks", cfg)["reset_optimizer"]
+    assert cfg.train_spec(RunName.parse("cyclic-blocks-reset")).reset_optimizer
+    assert not cfg.train_spec(RunName.parse("cyclic-blocks")).reset_optimizer
 
 
 # --- LayerOut --------------------------------------------------------------------------------------
@@ -176,21 +177,20 @@ def test_the_lr_each_step_uses_is_schedule_times_strategy_factor(monkeypatch):
     import training_loop
     seen = []
     orig = training_loop._Optimizers.set_lr
-    monkeypatch.setattr(training_loop._Optimizers, "set_lr",
-                        lambda self, m, f: (seen.append((m, f)), orig(self, m, f))[1])
+    monkeypatch.setattr(training_loop._Optimizers, "set_lr", lambda self, lrs: (seen.append(lrs), orig(self, lrs))[1])
     _train(FreezeOut(), epochs=2, lr_schedule="cosine")
     run = _run(units=4, total=20)
-    for step, (m, f) in enumerate(seen):
-        assert m == pytest.approx(lr_multiplier("cosine", step, 20))
-        assert f == FreezeOut().at(step // 10, step, run)[1]
+    for step, lrs in enumerate(seen):
+        want = [1e-2 * lr_multiplier("cosine", step, 20) * f for f in FreezeOut().at(step // 10, step, run)[1]]
+        assert lrs == pytest.approx(want)
 
 
 def test_named_strategies_use_these_schedules():
-    cfg = Config()
-    assert isinstance(strategy("freezeout", cfg).schedule, FreezeOut)
-    assert isinstance(strategy("layer-freezing", cfg).schedule, LayerFreezing)
-    assert strategy("cyclic-blocks-random", cfg).schedule.order == "random"
-    assert isinstance(strategy("layerout", cfg).schedule, LayerOut)
+    assert isinstance(StrategyName.parse("freezeout").schedule(), FreezeOut)
+    assert isinstance(StrategyName.parse("layer-freezing").schedule(), LayerFreezing)
+    assert StrategyName.parse("cyclic-blocks-random").schedule().order == "random"
+    assert isinstance(StrategyName.parse("layerout").schedule(), LayerOut)
+    assert StrategyName.parse("freezeout[t0=0.5,cubic=false]").schedule() == FreezeOut(t0=0.5, cubic=False)
 
 
 def test_steps_within_a_flops_budget():
@@ -228,13 +228,13 @@ def test_the_matched_run_is_given_its_fitted_schedule(monkeypatch, tmp_path):
     import experiments
     import runs
     seen = {}
-    real = runs.train
+    real = runs.fit
 
-    def spy(*a, **kw):
-        if kw.get("max_flops") is not None:
-            seen.update(total_steps=kw["total_steps"], lr_schedule=kw["lr_schedule"])
-        return real(*a, **kw)
-    monkeypatch.setattr(runs, "train", spy)
+    def spy(model, train_loader, test_loader, spec, **kw):
+        if spec.max_flops is not None:
+            seen.update(total_steps=spec.total_steps, lr_schedule=spec.lr_schedule)
+        return real(model, train_loader, test_loader, spec, **kw)
+    monkeypatch.setattr(runs, "fit", spy)
     args = ["--dataset", "synthetic", "--train-size", "640", "--test-size", "128", "--batch-size", "64",
             "--epochs", "3", "--seeds", "1", "--strategies", "alternating-batch", "--lr-schedule", "cosine",
             "--match-budget", "flops", "--no-progress", "--out", str(tmp_path)]

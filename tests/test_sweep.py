@@ -78,17 +78,17 @@ def _run(strategy, seed, test, val, diverged=False):
 def test_tuned_comparison_selects_on_validation_never_on_test():
     # at lr 0.01 alternating has the better *test* accuracy but the worse validation accuracy
     cells = [({"lr": 0.001}, [_run("standard", s, 60 + s, 61) for s in range(3)]
-              + [_run("alt", s, 50 + s, 70) for s in range(3)]),
+              + [_run("alternating-epoch", s, 50 + s, 70) for s in range(3)]),
              ({"lr": 0.01}, [_run("standard", s, 62 + s, 65) for s in range(3)]
-              + [_run("alt", s, 90 + s, 40) for s in range(3)]),
+              + [_run("alternating-epoch", s, 90 + s, 40) for s in range(3)]),
              ({"lr": 0.1}, [_run("standard", s, 10, 10, diverged=(s == 0)) for s in range(3)]
-              + [_run("alt", s, 55, 50 + s) for s in range(3)])]
+              + [_run("alternating-epoch", s, 55, 50 + s) for s in range(3)])]
     groups, note = tuned_comparison(cells, ["lr"])
     assert note is None and len(groups) == 1
     st = groups[0]["strategies"]
-    assert st["alt"]["lr"] == 0.001 and st["alt"]["edges"] == {"lr": "lowest"}
+    assert st["alternating-epoch"]["lr"] == 0.001 and st["alternating-epoch"]["edges"] == {"lr": "lowest"}
     assert st["standard"]["lr"] == 0.01 and st["standard"]["at_edge"] is None  # 0.1 diverged: not eligible
-    d = st["alt"]["diff_vs_standard"]  # alt at 0.001 (50, 51, 52) minus standard at 0.01 (62, 63, 64)
+    d = st["alternating-epoch"]["diff_vs_standard"]  # alt at 0.001 (50, 51, 52) minus standard at 0.01 (62, 63, 64)
     assert d["mean"] == pytest.approx(-12) and d["pairs"] == 3
 
 
@@ -101,20 +101,21 @@ def test_holm_step_down_by_hand():
 def test_map_rows_and_holm_over_every_comparison():
     # no validation split, so nothing is tuned: the map's rows are the declared family
     cells = [({"lr": lr}, [_run("standard", s, 60 + s, None) for s in range(3)]
-              + [_run("alt", s, 58 + s + 0.1 * s * s, None) for s in range(3)]) for lr in (0.001, 0.01)]
+              + [_run("alternating-epoch", s, 58 + s + 0.1 * s * s, None) for s in range(3)]) for lr in (0.001, 0.01)]
     s = summarize_sweep(cells, ["lr"])
     assert s["family"]["size"] == 2
-    alt = [r for r in s["rows"] if r["strategy"] == "alt"]
+    alt = [r for r in s["rows"] if r["strategy"] == "alternating-epoch"]
     assert len(s["rows"]) == 4 and len(alt) == 2
     assert all(r["p_holm"] == pytest.approx(min(1, 2 * r["p_value"])) for r in alt)
 
 
 @pytest.mark.parametrize("args, expected", [
     (["--grid", "colour=1,2"], "--grid: unknown key 'colour'"),
-    (["--grid", "lr=1e-3,0"], "--grid lr=0: --lr must be a positive finite number, got '0'"),
-    (["--grid", "lr="], "--grid lr= has no values"),
+    (["--grid", "weight-decays=0,1e-4"], "unknown key 'weight_decays' (did you mean weight_decay?)"),
+    (["--grid", "lr=1e-3,0"], "--grid: lr=0: --lr must be a positive finite number, got '0'"),
+    (["--grid", "lr="], "--grid: lr= has no values"),
     (["--grid", "lr=1e-3", "--grid", "lr=3e-3"], "--grid lr is given twice"),
-    (["--grid", "depth=2,x"], "--grid depth=x: --depth must be a whole number of at least 1"),
+    (["--grid", "depth=2,x"], "--grid: depth=x: --depth must be a whole number of at least 1"),
     (["--grid", "lr"], "is not KEY=V1,V2,..."),
     (["--depth", "0"], "--depth: must be a whole number of at least 1, got '0'"),
     (["--split", "3"], "--split must be between 1 and --depth (2), got 3"),
@@ -155,27 +156,27 @@ def _r(strategy, seed, test, val, n=10000):
 def test_tuning_selects_on_the_seeds_common_to_every_candidate():
     # alt at lr 0.01 has a third seed with a huge validation score; only seeds 0 and 1 are common
     cells = [({"lr": 0.001}, [_r("standard", s, 6000, 60) for s in range(2)]
-              + [_r("alt", s, 6000, 70) for s in range(2)]),
+              + [_r("alternating-epoch", s, 6000, 70) for s in range(2)]),
              ({"lr": 0.01}, [_r("standard", s, 6000, 50) for s in range(2)]
-              + [_r("alt", s, 6000, 65) for s in range(2)] + [_r("alt", 2, 6000, 100)])]
+              + [_r("alternating-epoch", s, 6000, 65) for s in range(2)] + [_r("alternating-epoch", 2, 6000, 100)])]
     groups, _ = tuned_comparison(cells, ["lr"])
-    alt = groups[0]["strategies"]["alt"]
+    alt = groups[0]["strategies"]["alternating-epoch"]
     assert alt["lr"] == 0.001 and alt["selected_on"] == [0, 1] and alt["val_acc_mean"] == 70
 
 
 def test_confirm_seeds_compare_only_the_fresh_seeds():
-    sel = [_r("standard", s, 6000, 60) for s in range(2)] + [_r("alt", s, 9000, 70) for s in range(2)]
-    fresh = [_r("standard", s, 6000 + s, 60) for s in range(2, 5)] + [_r("alt", s, 5900 + 2 * s, 70)
+    sel = [_r("standard", s, 6000, 60) for s in range(2)] + [_r("alternating-epoch", s, 9000, 70) for s in range(2)]
+    fresh = [_r("standard", s, 6000 + s, 60) for s in range(2, 5)] + [_r("alternating-epoch", s, 5900 + 2 * s, 70)
                                                                       for s in range(2, 5)]
     cells = [({"lr": 0.001}, sel + fresh)]
     groups, _ = tuned_comparison(cells, ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3, 4])
-    alt = groups[0]["strategies"]["alt"]
+    alt = groups[0]["strategies"]["alternating-epoch"]
     assert alt["seeds"] == [2, 3, 4] and alt["confirmed"]
     d = alt["diff_vs_standard"]  # (5904 - 6002, 5906 - 6003, 5908 - 6004) / 10000 -> -0.97 points
     assert d["pairs"] == 3 and d["mean"] == pytest.approx(-0.97)
     biased, _ = tuned_comparison(cells, ["lr"], selection_seeds=[0, 1])
-    assert biased[0]["strategies"]["alt"]["seeds"] == [0, 1]
-    assert biased[0]["strategies"]["alt"]["diff_vs_standard"]["mean"] == pytest.approx(30.0)
+    assert biased[0]["strategies"]["alternating-epoch"]["seeds"] == [0, 1]
+    assert biased[0]["strategies"]["alternating-epoch"]["diff_vs_standard"]["mean"] == pytest.approx(30.0)
 
 
 def test_three_differences_of_exactly_165_images_give_no_p_value():
@@ -193,8 +194,8 @@ def test_the_family_holm_count_equals_the_comparisons_it_declares():
     # two groups x (alt, alt2) confirmed: 4 comparisons; one of them has no p-value (a tie)
     def cell(depth, lr, shift):
         runs = [_r("standard", s, 6000 + 10 * s, 60) for s in range(5)]
-        runs += [_r("alt", s, 6000 + 10 * s + shift + (s % 2), 65) for s in range(5)]
-        runs += [_r("alt2", s, 6000 + 10 * s + 7, 55) for s in range(5)]  # exactly +7 images: no p
+        runs += [_r("alternating-epoch", s, 6000 + 10 * s + shift + (s % 2), 65) for s in range(5)]
+        runs += [_r("alternating-batch", s, 6000 + 10 * s + 7, 55) for s in range(5)]  # exactly +7 images: no p
         return ({"depth": depth, "lr": lr}, runs)
     cells = [cell(2, 0.001, 30), cell(3, 0.001, 40)]
     s = summarize_sweep(cells, ["depth", "lr"], tune=("lr",), selection_seeds=[0, 1], confirm_seeds=[2, 3, 4])
@@ -229,3 +230,23 @@ def test_confirmed_sweep_end_to_end(tmp_path, capsys):
     assert alt["seeds"] == [2, 3] and alt["selected_on"] == [0, 1]
     assert s["family"]["size"] == 2 and len(s["family"]["members"]) == 2  # vs standard, vs its FLOPs
     assert "fresh seeds 2-3" in out and (tmp_path / "accuracy_vs_flops.png").exists()
+
+
+def test_a_sweep_tunes_a_strategys_knobs_with_the_grid_keys(tmp_path, capsys):
+    """freezeout given as two variants of t0: each is a candidate beside the lr cells, the choice
+    names the knob, its edge is flagged, and standard (no knobs) is tuned on lr alone."""
+    args = TINY + ["--strategies", "standard,freezeout[t0=0.5|0.8]", "--grid", "lr=1e-3,3e-3",
+                   "--out", str(tmp_path)]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    s = json.loads((tmp_path / "sweep_summary.json").read_text())
+    (group,) = s["tuned"]
+    fo, std = group["strategies"]["freezeout"], group["strategies"]["standard"]
+    assert set(fo["choice"]) == {"lr", "t0"} and fo["choice"]["t0"] in (0.5, 0.8)
+    assert fo["variant"] == ("freezeout[t0=0.5]" if fo["choice"]["t0"] == 0.5 else "freezeout")
+    assert fo["candidates"] == 4 and std["candidates"] == 2 and set(std["choice"]) == {"lr"}
+    assert "t0" in fo["at_edge"]  # two values tried: the choice is at one end
+    assert set(group["strategies"]) == {"standard", "freezeout"}  # one comparison per strategy, not per variant
+    assert f"t0={fo['choice']['t0']:g}" in out and s["family"]["size"] == 1
+    rows = {(r["lr"], r["strategy"]) for r in _rows(tmp_path / "sweep.csv")}
+    assert ("0.001", "freezeout[t0=0.5]") in rows and ("0.003", "freezeout") in rows  # the map: every variant

@@ -1,0 +1,311 @@
+"""The schedule API: which units train at each step, and how fast.
+
+A unit is a hidden block or the head (`FreezableMLP.units()`, the head last). A schedule is a
+small frozen dataclass whose fields are its knobs (`freezeout[t0=0.5]` sets one on the command
+line). It has one required method,
+
+    factors(epoch, step, run, state) -> one learning-rate factor per unit (0: frozen)
+
+and optional ones, all with defaults here:
+
+- `phase(epoch, step, run, factors)`: a `reset_optimizer` strategy re-creates its optimizer
+  when the phase changes; by default the phase is the set of trainable units.
+- `eval_frozen` (class attribute): frozen units run in eval mode (BatchNorm's running
+  statistics, no dropout), as FreezeOut's do. Default off.
+- The closed loop: `start(run) -> state` and `observe(state, obs, run) -> state`. A schedule that
+  overrides `observe` gets an `Observation` at every epoch end (losses and accuracies of training
+  and validation, never of the test set; with `observes`, per-unit gradient norms and weight
+  changes), and `factors` sees the state it returned. The state goes into every checkpoint, so
+  it must be plain data (numbers, tuples, lists, dicts).
+- `version` (class attribute): bump it whenever a built-in schedule's factors change, so that
+  runs made with the old code are never reused (tests/test_golden.py holds it to that).
+
+Everything here is a pure function of (knobs, epoch, step, run shape, seed, state), so a
+resumed run computes what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FIRST, SECOND = 0, 1  # the halves (models.FIRST, models.SECOND)
+BOTH = (FIRST, SECOND)
+MEASURES = ("grad_norm", "weight_change")
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What a schedule may know about the run it drives."""
+    units: int                # hidden blocks + head; the head is unit units - 1
+    halves: tuple             # halves[u]: FIRST or SECOND, the half unit u belongs to
+    steps_per_epoch: int | None
+    total_steps: int | None   # the step at which the run ends (a matched budget may end it early)
+    seed: int = 0
+
+    @property
+    def hidden(self):
+        return self.units - 1
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a closed-loop schedule sees after an epoch: training and validation figures only
+    (selection stays honest: no test metric is ever passed in)."""
+    epoch: int                  # epochs finished
+    step: int                   # steps finished
+    train_loss: float
+    train_acc: float
+    val_loss: float | None      # None without a validation split
+    val_acc: float | None
+    grad_norm: tuple | None = None      # per unit: L2 norm of its mean gradient over the steps it
+                                        # trained since the last observation (None: it did not train)
+    weight_change: tuple | None = None  # per unit: L2 norm of its parameters' change since then
+
+
+class Schedule:
+    """Base class of every schedule; subclass it as a frozen dataclass and define `factors`."""
+    eval_frozen = False   # frozen units keep train-mode BatchNorm and dropout
+    observes = ()         # extra measurements a closed-loop schedule asks for (see MEASURES)
+    version = 1
+
+    def factors(self, epoch, step, run, state):
+        raise NotImplementedError(f"{type(self).__name__} must define factors(epoch, step, run, state)")
+
+    def phase(self, epoch, step, run, factors):
+        return frozenset(u for u, f in enumerate(factors) if f > 0)
+
+    def start(self, run):
+        return None
+
+    def observe(self, state, obs, run):
+        return state
+
+    @classmethod
+    def closed_loop(cls):
+        return cls.observe is not Schedule.observe
+
+    def at(self, epoch, step, run, state=None):
+        """(phase, factors) at (0-based) `epoch` and global `step`."""
+        factors = tuple(self.factors(epoch, step, run, state))
+        return self.phase(epoch, step, run, factors), factors
+
+
+def on(trainable, run, factor=1.0):
+    """Factors that train exactly the units in `trainable`, at `factor`."""
+    return tuple(factor if u in trainable else 0.0 for u in range(run.units))
+
+
+# --- built-in schedules -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AllUnits(Schedule):
+    """Every unit, every step: standard training."""
+
+    def factors(self, epoch, step, run, state):
+        return on(range(run.units), run)
+
+
+@dataclass(frozen=True)
+class Phases(Schedule):
+    """Alternation of halves: phase p = t // every, with t counting epochs or batches (`unit`);
+    phase p trains the halves in phases[p % len(phases)]."""
+    phases: tuple = (BOTH,)
+    every: int = 1
+    unit: str = "epoch"  # "epoch" or "batch"
+
+    def __post_init__(self):
+        if self.unit not in ("epoch", "batch") or self.every < 1:
+            raise ValueError(f"bad schedule: every must be at least 1 and unit epoch or batch, got "
+                             f"every={self.every}, unit={self.unit!r}")
+
+    def index(self, epoch, step):
+        return (epoch if self.unit == "epoch" else step) // self.every
+
+    def trainable(self, index):
+        return self.phases[index % len(self.phases)]
+
+    def phase(self, epoch, step, run, factors):
+        return self.index(epoch, step)
+
+    def factors(self, epoch, step, run, state):
+        halves = self.trainable(self.index(epoch, step))
+        return on({u for u in range(run.units) if run.halves[u] in halves}, run)
+
+
+def alternating(every=1, unit="epoch"):
+    """First half for `every` epochs or batches, then the second half, and so on."""
+    return Phases(phases=((FIRST,), (SECOND,)), every=every, unit=unit)
+
+
+@dataclass(frozen=True)
+class TwoTimescale(Phases):
+    """GAN-style: the halves alternate every batch, each at its own multiple of the lr (the
+    two-timescale rule, Heusel et al. 2017: the second half 4x the first)."""
+    phases: tuple = ((FIRST,), (SECOND,))
+    unit: str = "batch"
+    first_lr: float = 1.0
+    second_lr: float = 4.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.first_lr > 0 and self.second_lr > 0):
+            raise ValueError("first_lr and second_lr must be positive")
+
+    def factors(self, epoch, step, run, state):
+        halves = self.trainable(self.index(epoch, step))
+        rate = (self.first_lr, self.second_lr)
+        return tuple(rate[run.halves[u]] if run.halves[u] in halves else 0.0 for u in range(run.units))
+
+
+@dataclass(frozen=True)
+class FreezeOut(Schedule):
+    """FreezeOut (Brock et al. 2017): hidden block i trains until fraction
+    t_i = s(t0 + (1 - t0) i / L) of the run (L hidden blocks, s(x) = x^3 when cubic), its lr
+    cosine-annealed from alpha_i = 1/t_i (scaled) to 0 at t_i; frozen blocks run in eval mode.
+    The head is never frozen: its lr anneals from 1 to 0 over the whole run."""
+    t0: float = 0.8
+    cubic: bool = True
+    scale_lr: bool = True
+    eval_frozen = True
+
+    def __post_init__(self):
+        if not 0 < self.t0 <= 1:
+            raise ValueError(f"t0 must be in (0, 1], got {self.t0}")
+
+    def stop_fraction(self, unit, run):
+        if unit == run.hidden:
+            return 1.0
+        x = self.t0 + (1 - self.t0) * unit / run.hidden
+        return x ** 3 if self.cubic else x
+
+    def factors(self, epoch, step, run, state):
+        out = []
+        for u in range(run.units):
+            t_i = self.stop_fraction(u, run)
+            end = t_i * run.total_steps
+            alpha = 1.0 / t_i if self.scale_lr else 1.0
+            out.append(0.0 if step >= end else alpha * 0.5 * (1 + math.cos(math.pi * step / end)))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class LayerFreezing(Schedule):
+    """MosaicML Composer's LayerFreezing: at each epoch end, with p the fraction of training
+    done, frac = freeze_level (p - freeze_start) / (1 - freeze_start) when p > freeze_start, and
+    the first floor(frac (N - 1)) blocks freeze (N units: blocks and head). Optimizer state is
+    kept; frozen blocks' BatchNorm and dropout keep running."""
+    freeze_start: float = 0.5
+    freeze_level: float = 1.0
+
+    def __post_init__(self):
+        if not 0 <= self.freeze_start < 1 or not 0 <= self.freeze_level <= 1:
+            raise ValueError(f"freeze_start must be in [0, 1) and freeze_level in [0, 1], got "
+                             f"{self.freeze_start} and {self.freeze_level}")
+
+    def frozen_blocks(self, epoch, run):
+        epochs = run.total_steps / run.steps_per_epoch
+        p = epoch / epochs  # after `epoch` epochs, when the next one starts
+        if p <= self.freeze_start:
+            return 0
+        frac = self.freeze_level * (p - self.freeze_start) / (1 - self.freeze_start)
+        return min(run.hidden, math.floor(frac * (run.units - 1)))
+
+    def factors(self, epoch, step, run, state):
+        return on(set(range(self.frozen_blocks(epoch, run), run.units)), run)
+
+
+@dataclass(frozen=True)
+class CyclicBlocks(Schedule):
+    """Block coordinate descent as in BAdam (Luo et al. 2024): every hidden block and the head is
+    its own group, one group trains for K steps, in ascending, descending or random order (a
+    fresh permutation per round, drawn from the run's seed). K defaults to BAdam's
+    max(n / (B D), 50) steps: an epoch's steps over the D groups, at least 50."""
+    every: int | None = None
+    order: str = "ascending"
+
+    def __post_init__(self):
+        if self.order not in ("ascending", "descending", "random"):
+            raise ValueError(f"bad order {self.order!r}: ascending, descending or random")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"every must be at least 1 (or none for BAdam's rule), got {self.every}")
+
+    def steps_per_block(self, run):
+        return self.every or max(math.ceil(run.steps_per_epoch / run.units), 50)
+
+    def active(self, step, run):
+        slot = step // self.steps_per_block(run)
+        rnd, pos = divmod(slot, run.units)
+        if self.order == "ascending":
+            return pos
+        if self.order == "descending":
+            return run.units - 1 - pos
+        return int(np.random.default_rng([run.seed, rnd, 0xB10C]).permutation(run.units)[pos])
+
+    def phase(self, epoch, step, run, factors):
+        return step // self.steps_per_block(run)  # a new block each slot (random order may repeat one)
+
+    def factors(self, epoch, step, run, state):
+        return on({self.active(step, run)}, run)
+
+
+@dataclass(frozen=True)
+class LayerOut(Schedule):
+    """LayerOut (Goutam et al. 2020), as the paper describes it: at each epoch every hidden
+    block freezes with probability p_i = p_max (i + 1) / L (deeper blocks more often), drawn
+    from the run's seed and the epoch; the head always trains; one persistent optimizer."""
+    p_max: float = 0.5
+
+    def __post_init__(self):
+        if not 0 <= self.p_max <= 1:
+            raise ValueError(f"p_max must be in [0, 1], got {self.p_max}")
+
+    def freeze_probability(self, unit, run):
+        return self.p_max * (unit + 1) / run.hidden
+
+    def frozen(self, epoch, run):
+        draws = np.random.default_rng([run.seed, epoch, 0x1A7E]).random(run.hidden)
+        return frozenset(u for u in range(run.hidden) if draws[u] < self.freeze_probability(u, run))
+
+    def factors(self, epoch, step, run, state):
+        return on(set(range(run.units)) - self.frozen(epoch, run), run)
+
+
+@dataclass(frozen=True)
+class AutoFreeze(Schedule):
+    """AutoFreeze (Liu et al. 2021), adapted: every `every` epochs, each trainable unit's gradient
+    norm (of its mean gradient over the interval) is compared with the previous interval's; the
+    relative change |G - G_prev| / G_prev of every trainable unit, head included, sets a
+    threshold at its `percentile`; the leading trainable hidden blocks whose change falls below
+    it freeze, up to the first that does not. Frozen blocks never thaw; the head never freezes."""
+    percentile: float = 50.0
+    every: int = 1
+    observes = ("grad_norm",)
+
+    def __post_init__(self):
+        if not 0 <= self.percentile <= 100 or self.every < 1:
+            raise ValueError(f"percentile must be in [0, 100] and every at least 1, got "
+                             f"{self.percentile} and {self.every}")
+
+    def start(self, run):
+        return {"frozen": 0, "previous": None, "frozen_at": []}  # frozen_at[i]: epoch block i froze
+
+    def observe(self, state, obs, run):
+        if obs.epoch % self.every:
+            return state
+        now = obs.grad_norm
+        prev, k = state["previous"], state["frozen"]
+        state = {**state, "previous": list(now)}
+        if prev is None:
+            return state
+        live = [u for u in range(k, run.units) if now[u] is not None and prev[u]]
+        if not live:
+            return state
+        change = {u: abs(now[u] - prev[u]) / prev[u] for u in live}
+        threshold = float(np.percentile([change[u] for u in live], self.percentile))
+        while k < run.hidden and k in change and change[k] < threshold:
+            k += 1
+        return {**state, "frozen": k, "frozen_at": state["frozen_at"] + [obs.epoch] * (k - state["frozen"])}
+
+    def factors(self, epoch, step, run, state):
+        return on(set(range(state["frozen"], run.units)), run)
