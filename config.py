@@ -176,39 +176,65 @@ def key_value(text):
 
 
 def grid_entry(spec_):
-    """'lr=1e-3,3e-3' -> ('lr', (0.001, 0.003)), each value through its setting's own parser."""
+    """'lr=1e-3,3e-3' -> ('lr', (0.001, 0.003)), each value through its setting's own parser. Keys
+    that vary together are one axis: 'optimizer,weight_decay=adam:0,adamw:0.05' ->
+    (('optimizer', 'weight_decay'), (('adam', 0.0), ('adamw', 0.05)))."""
     if isinstance(spec_, tuple):
         return spec_
-    key, sep, text = str(spec_).partition("=")
-    key = key.strip().replace("-", "_")
-    if not sep or not key:
+    head, sep, text = str(spec_).partition("=")
+    keys = tuple(k.strip().replace("-", "_") for k in head.split(","))
+    if not sep or not all(keys):
         raise ValueError(f"{spec_!r} is not KEY=V1,V2,...; e.g. --grid lr=3e-4,1e-3,3e-3")
-    if key not in GRID_KEYS:
-        raise ValueError(f"unknown key {key!r}{did_you_mean(key, GRID_KEYS)}; a grid can vary {', '.join(GRID_KEYS)}")
+    for key in keys:
+        if key not in GRID_KEYS:
+            raise ValueError(f"unknown key {key!r}{did_you_mean(key, GRID_KEYS)}; a grid can vary "
+                             f"{', '.join(GRID_KEYS)}")
     items = [v.strip() for v in text.split(",") if v.strip()]
     if not items:
-        raise ValueError(f"{key}= has no values; give at least one, e.g. --grid {key}=V1,V2")
+        raise ValueError(f"{head}= has no values; give at least one, e.g. --grid {head}=V1,V2")
     values = []
     for item in items:
+        parts = item.split(":") if len(keys) > 1 else [item]
+        if len(parts) != len(keys):
+            raise ValueError(f"{head}={item}: give one value per key, joined by ':' ({':'.join(keys)})")
         try:
-            values.append(SETTINGS[key].parse(item))
+            parsed = tuple(SETTINGS[k].parse(v) for k, v in zip(keys, parts))
         except ValueError as e:
-            raise ValueError(f"{key}={item}: {flag(key)} {e}") from None
-    return key, tuple(dict.fromkeys(values))
+            bad = next(k for k, v in zip(keys, parts) if _fails(k, v))
+            raise ValueError(f"{head}={item}: {flag(bad)} {e}") from None
+        values.append(parsed if len(keys) > 1 else parsed[0])
+    return (keys if len(keys) > 1 else keys[0]), tuple(dict.fromkeys(values))
+
+
+def _fails(key, text):
+    try:
+        SETTINGS[key].parse(text)
+        return False
+    except ValueError:
+        return True
+
+
+def grid_keys(grid):
+    """Every key a grid varies, in order (an axis of several keys gives each)."""
+    return [k for key, _ in grid for k in (key if isinstance(key, tuple) else (key,))]
+
+
+def grid_values(grid, combo):
+    """{key: value} of one cell: `combo` holds one value per axis."""
+    out = {}
+    for (key, _), v in zip(grid, combo):
+        out.update(zip(key, v) if isinstance(key, tuple) else [(key, v)])
+    return out
 
 
 def parse_grid(specs):
     """['lr=1e-3,3e-3', 'depth=2,4'] -> (('lr', (0.001, 0.003)), ('depth', (2, 4))); errors are one line."""
-    grid = []
-    for s in specs:
-        try:
-            key, values = grid_entry(s)
-        except ValueError as e:
-            raise ConfigError(f"--grid {e}") from None
-        if key in dict(grid):
-            raise ConfigError(f"--grid {key} is given twice; put all its values in one --grid {key}=V1,V2,...")
-        grid.append((key, values))
-    return tuple(grid)
+    try:
+        return Config(grid=tuple(specs)).grid
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"--grid {e}") from None
 
 
 # --- the declaration of a setting ------------------------------------------------------------
@@ -385,7 +411,7 @@ class Config:
                 except ValueError as e:
                     raise ConfigError(f"{s.flag} {e}") from None
             set_(name, value)
-        keys = [k for k, _ in self.grid]
+        keys = grid_keys(self.grid)
         for k in keys:
             if keys.count(k) > 1:
                 raise ConfigError(f"--grid {k} is given twice; put all its values in one --grid {k}=V1,V2,...")
@@ -520,11 +546,11 @@ def default_out(cfg, root="results"):
     """results/<dataset>[-<setting>=<value>...][-grid-<keys>]: the settings that differ from the
     defaults name the folder, so a rerun with other settings lands in a folder of its own."""
     key, base = cfg.result_key(), DEFAULT_KEY
-    grid_keys = [k for k, _ in cfg.grid]
+    keys = grid_keys(cfg.grid)
     parts = [cfg.dataset] + [f"{k}={short_value(v)}" for k, v in key.items()
-                             if k not in ("dataset", "dry_run", *grid_keys) and v != base[k]]
-    if grid_keys:
-        parts.append("grid-" + ",".join(grid_keys))
+                             if k not in ("dataset", "dry_run", *keys) and v != base[k]]
+    if keys:
+        parts.append("grid-" + ",".join(keys))
     name = "-".join(parts).replace(os.sep, "_")
     if len(name) > 120:  # keep paths usable; the full settings are in config.json
         import hashlib

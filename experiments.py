@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 
 from config import (DEFAULT_KEY, RETIRED, SETTINGS, VERSION, Config, ConfigError, cell_key, check_config,
-                    default_out, did_you_mean, seed_list)
+                    default_out, grid_keys, seed_list)
 from data import DataError
 from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
                        unit_id)
@@ -296,7 +296,7 @@ def run_sweep(cfg: Config, log=print):
     seeds, plus equal-compute standard runs under --match-budget flops, and the tuned comparison
     reports only those fresh seeds."""
     cfg = replace(cfg, out=cfg.out or default_out(cfg))
-    keys = [k for k, _ in cfg.grid]
+    keys = grid_keys(cfg.grid)
     tune = tune_keys(cfg.tune, keys)
     variants = len({n.strategy for n in cfg.strategies}) > len({n.strategy.base for n in cfg.strategies})
     if cfg.confirm_seeds and (not (tune or variants) or not cfg.val_size):
@@ -318,7 +318,8 @@ def run_sweep(cfg: Config, log=print):
         by_values[cell_key(values)] = cell
         units += units_of(cell, store)
     total = sum(len(run_plan(c)) for _, c in cells)
-    log(f"sweep: {len(cells)} cells ({' x '.join(f'{len(v)} {k}' for k, v in cfg.grid)}), "
+    axes = " x ".join(f"{len(v)} {'+'.join(k) if isinstance(k, tuple) else k}" for k, v in cfg.grid)
+    log(f"sweep: {len(cells)} cells ({axes}), "
         f"{_plural(total, 'run')}, {total - len(units)} already in {cfg.out} (skipped); data: {data.label}; "
         f"{cells[0][1].precision}")
     failed = launch(units, cfg, stores, log)

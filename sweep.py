@@ -14,7 +14,7 @@ import io
 import itertools
 from dataclasses import replace
 
-from config import ConfigError, cell_key, cell_label, check_config, parse_grid, short_value  # noqa: F401
+from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from strategies import RunName, StrategyName, format_value, knobs_of
 from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
                    summarize, test_acc, test_samples, text_table, val_score)
@@ -29,10 +29,9 @@ SWEEP_COLUMNS = ("strategy", "seeds", "diverged", "test_acc_mean", "test_acc_std
 def grid_cells(cfg):
     """(values, cell config) for every cell of cfg.grid, each checked like a command line;
     the cell config has no grid and has --dry-run applied."""
-    keys = [k for k, _ in cfg.grid]
     cells = []
     for combo in itertools.product(*(vals for _, vals in cfg.grid)):
-        values = dict(zip(keys, combo))
+        values = grid_values(cfg.grid, combo)
         cell = replace(cfg, **values, grid=())
         try:
             check_config(cell)

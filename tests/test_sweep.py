@@ -250,3 +250,17 @@ def test_a_sweep_tunes_a_strategys_knobs_with_the_grid_keys(tmp_path, capsys):
     assert f"t0={fo['choice']['t0']:g}" in out and s["family"]["size"] == 1
     rows = {(r["lr"], r["strategy"]) for r in _rows(tmp_path / "sweep.csv")}
     assert ("0.001", "freezeout[t0=0.5]") in rows and ("0.003", "freezeout") in rows  # the map: every variant
+
+
+def test_keys_that_vary_together_are_one_axis_of_the_grid(tmp_path, capsys):
+    """Adam without decay against AdamW with one decoupled decay: two cells, not four."""
+    args = TINY + ["--seeds", "1", "--strategies", "standard", "--grid", "optimizer,weight_decay=adam:0,adamw:0.05",
+                   "--out", str(tmp_path)]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "optimizer=adam__weight_decay=0", "optimizer=adamw__weight_decay=0.05"]
+    cfg = json.loads((tmp_path / "optimizer=adamw__weight_decay=0.05" / "config.json").read_text())["settings"]
+    assert cfg["optimizer"] == "adamw" and cfg["weight_decay"] == 0.05
+    assert "2 cells (2 optimizer+weight_decay)" in out
+    assert json.loads((tmp_path / "sweep_summary.json").read_text())["grid_keys"] == ["optimizer", "weight_decay"]
