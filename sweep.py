@@ -153,6 +153,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
     unbiased), else on the selection seeds (biased upward). Differences to the reference are
     paired by seed, each strategy at its own choice."""
     tune = tune_keys(tune, keys)
+    cells = sorted(cells, key=lambda c: [_order(c[0][k]) for k in keys])  # ties: the first in grid order
     variants = _variants_by_strategy(cells)
     if not tune and not any(len(v) > 1 for v in variants.values()):
         return None, "the tuned comparison needs a tuned grid key (--grid lr=... or --tune KEY) or variants of a strategy's knobs"
@@ -208,14 +209,21 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
 
 
 def _variants_by_strategy(cells):
-    """{strategy: [its variants' names]} over every run (matched-budget runs are not candidates)."""
+    """{strategy: [(variant's name, StrategyName)]} over every run (matched-budget runs are not
+    candidates), each strategy's variants in the order of their knob values, whatever order the
+    runs come in, so that ties are broken the same way every time."""
     out = {}
     for _, runs in cells:
         for r in runs:
             name = RunName.parse(r["strategy"])
             if name.budget is None:
                 out.setdefault(name.strategy.base, {})[r["strategy"]] = name.strategy
-    return {k: list(v.items()) for k, v in out.items()}
+    order = lambda item: [_order(v) for _, v in sorted(_all_knobs(item[1]).items())]  # noqa: E731
+    return {k: sorted(v.items(), key=order) for k, v in out.items()}
+
+
+def _all_knobs(name):
+    return {k: d for k, (_, d) in knobs_of(name.schedule()).items() if k != "phases"}
 
 
 def _other(metric):
@@ -224,8 +232,7 @@ def _other(metric):
 
 def _knob_values(variants):
     """{variant: {knob: value}} for the knobs whose values differ between the variants."""
-    full = {text: {k: d for k, (_, d) in knobs_of(name.schedule()).items() if k != "phases"}
-            for text, name in variants}
+    full = {text: _all_knobs(name) for text, name in variants}
     varying = [k for k in (next(iter(full.values())) if full else {})
                if len({repr(v[k]) for v in full.values()}) > 1]
     return {text: {k: v[k] for k in varying} for text, v in full.items()}

@@ -264,3 +264,19 @@ def test_keys_that_vary_together_are_one_axis_of_the_grid(tmp_path, capsys):
     assert cfg["optimizer"] == "adamw" and cfg["weight_decay"] == 0.05
     assert "2 cells (2 optimizer+weight_decay)" in out
     assert json.loads((tmp_path / "sweep_summary.json").read_text())["grid_keys"] == ["optimizer", "weight_decay"]
+
+
+def test_ties_between_candidates_are_broken_the_same_whatever_order_the_runs_come_in():
+    """Planning the confirmation and summarising it must choose alike: exact ties (as in a dry run,
+    where alternating-k and alternating-50 cannot differ) go to the first cell in grid order and the
+    first variant by knob value, never to whichever run was read first."""
+    import random
+    runs = [_r(n, s, 6000, 60) for n in ("standard", "alternating-50", "alternating-k") for s in range(2)]
+    cells = [({"lr": lr}, list(runs)) for lr in (0.003, 0.001)]
+    picks = set()
+    for seed in range(5):
+        shuffled = [(v, random.Random(seed).sample(rs, len(rs))) for v, rs in random.Random(seed).sample(cells, 2)]
+        groups, _ = tuned_comparison(shuffled, ["lr"])
+        e = groups[0]["strategies"]["alternating-k"]
+        picks.add((e["variant"], e["choice"]["lr"]))
+    assert picks == {("alternating-k", 0.001)}
