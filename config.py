@@ -339,6 +339,9 @@ class Config:
                           "cells that agree on the others; a strategy given as several variants "
                           "(freezeout[t0=0.5|0.8]) also tunes its knobs", group=SWEEPS, metavar="KEY[,KEY...]",
                           key=False, none="lr, when lr is gridded")
+    margin: float = setting(0.25, positive_float, "equivalence margin (points of test accuracy) of the TOST that "
+                            "each comparison of a sweep's declared family also gets; fix it before the runs",
+                            group=SWEEPS, metavar="POINTS", key=False)
     confirm_seeds: int = setting(0, nonnegative_int, "after tuning, run each strategy's choice on N fresh seeds "
                                  "(numbered after the tuning seeds); the tuned comparison then reports only "
                                  "those", group=SWEEPS, metavar="N", key=False)

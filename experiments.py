@@ -331,7 +331,7 @@ def run_sweep(cfg: Config, log=print):
     if confirming and not failed:
         fresh = list(range(max(selection) + 1, max(selection) + 1 + cfg.effective().confirm_seeds))
         done = [(v, stores[str(sweep.cell_path(v))].runs.refresh().all()) for v, _ in cells]
-        tuned, _ = tuned_comparison(done, keys, "standard", tune, cfg.metric, selection)
+        tuned, _ = tuned_comparison(done, keys, "standard", tune, cfg.metric, selection, margin=cfg.margin)
         confirming_units = confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
         for u in confirming_units:
             refuse_stale(stores[u.cfg.out], u.name, u.seed)
@@ -352,7 +352,7 @@ def run_sweep(cfg: Config, log=print):
     planned += len(confirming_units)
     saved += sum(stores[u.cfg.out].runs.saved(u.name, u.seed) is not None for u in confirming_units)
     summary = summarize_sweep(done, keys, target_frac=cfg.target_frac, metric=cfg.metric, tune=tune,
-                              selection_seeds=selection, confirm_seeds=fresh)
+                              selection_seeds=selection, confirm_seeds=fresh, margin=cfg.margin)
     summary.update(dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)

@@ -108,9 +108,10 @@ def environment(device):
 def cpu_model():
     """The CPU's model name (from /proc/cpuinfo on Linux), else what platform reports."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()

@@ -36,12 +36,13 @@ def counts(accs, n):
     return np.rint(np.asarray(accs, dtype=float) * n / 100.0).astype(np.int64)
 
 
-def paired(a, b, n=None):
+def paired(a, b, n=None, margin=None):
     """Paired comparison of a against b (same seeds, same order): the mean of a - b with its
     95% t-interval and the two-sided paired t-test's p-value (None with fewer than 2 pairs, or
-    when every pair differs by the same amount, where the test is undefined).
+    when every pair differs by the same amount, where the test is undefined); with `margin`
+    (points), also the equivalence test's p-value (TOST: is the mean within +-margin?).
 
-    With n (test images), a and b are accuracies in % and the test runs on the integer counts of
+    With n (test images), a and b are accuracies in % and the tests run on the integer counts of
     correct images, so that differences of the same number of images are exactly tied (float
     percentages differ in the 15th digit, which would give a spurious, tiny p-value)."""
     if n:
@@ -54,7 +55,38 @@ def paired(a, b, n=None):
     if len(d) >= 2 and np.ptp(d) > 0:  # without spread the t statistic is undefined: no p-value
         p = float(sps.ttest_1samp(d, 0.0).pvalue)
     pct = lambda x: None if x is None else float(x) * scale  # noqa: E731
-    return {"mean": pct(m), "ci95_low": pct(lo), "ci95_high": pct(hi), "p_value": p, "pairs": len(d)}
+    out = {"mean": pct(m), "ci95_low": pct(lo), "ci95_high": pct(hi), "p_value": p, "pairs": len(d)}
+    if margin is not None:
+        out.update(margin=margin, p_tost=tost(d, margin / scale))
+    return out
+
+
+def tost(d, margin):
+    """p-value of the two one-sided t-tests (Schuirmann) that the mean of the paired differences d
+    lies inside (-margin, +margin): the larger of the two one-sided p-values. Differences without
+    spread are exact: 0 when inside the margin, 1 when not; fewer than 2 pairs give None."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return None
+    if np.ptp(d) == 0:
+        return 0.0 if abs(d[0]) < margin else 1.0
+    above = sps.ttest_1samp(d, -margin, alternative="greater").pvalue
+    below = sps.ttest_1samp(d, margin, alternative="less").pvalue
+    return float(max(above, below))
+
+
+def verdict(d, alpha=0.05):
+    """What a paired comparison in a declared family shows, from its Holm-adjusted p-values:
+    'behind' or 'ahead' where the difference test passes, 'equivalent within +-m' where TOST
+    passes, 'not shown different' where neither does."""
+    if not d or d.get("mean") is None:
+        return "-"
+    diff = d.get("p_holm") is not None and d["p_holm"] < alpha
+    same = d.get("p_tost_holm") is not None and d["p_tost_holm"] < alpha
+    margin = f"+-{d['margin']:g}" if d.get("margin") is not None else ""
+    if diff:
+        return ("behind" if d["mean"] < 0 else "ahead") + (f", within {margin}" if same else "")
+    return f"equivalent within {margin}" if same else "not shown different"
 
 
 def test_samples(runs):
@@ -300,17 +332,19 @@ def equal_flops(runs, reference="standard"):
     for name, seeds in by.items():
         if name == reference or budget_of(name):
             continue
-        mine, theirs, epochs = [], [], []
+        mine, theirs, epochs, beyond = [], [], [], []
         for s, r in seeds.items():
             if s not in ref:
                 continue
             budget = sum(r["history"]["train_flops"])
             at = _interpolate(ref[s]["history"], budget)
-            if at is not None:
-                mine.append(final_acc(r))
-                theirs.append(at[1])
-                epochs.append(round(at[0], 2))
-        out[name] = {**paired(mine, theirs), "reference_epochs": epochs}
+            if at is None:
+                beyond.append(s)  # the reference's run is too short to say: left out, and said so
+                continue
+            mine.append(final_acc(r))
+            theirs.append(at[1])
+            epochs.append(round(at[0], 2))
+        out[name] = {**paired(mine, theirs), "reference_epochs": epochs, "left_out": sorted(beyond)}
     return out
 
 
@@ -334,12 +368,47 @@ def _interpolate(history, budget):
 
 def format_equal_flops(rows, reference="standard"):
     head = ["strategy", "seeds", f"{reference} epochs at its FLOPs",
-            f"final acc minus {reference}'s there [95% CI]", "p", "p (Holm)"]
+            f"final acc minus {reference}'s there [95% CI]", "p", "p (Holm)", "left out"]
     body = []
     for n, d in rows.items():
+        left = d.get("left_out") or []
         body.append([n, str(d["pairs"]), ",".join(map(str, d["reference_epochs"])), format_diff(d),
-                     _fmt(d["p_value"], ".2g"), _fmt(d.get("p_holm"), ".2g")])
+                     _fmt(d["p_value"], ".2g"), _fmt(d.get("p_holm"), ".2g"),
+                     f"seeds {','.join(map(str, left))}: budget beyond {reference}'s run" if left else "-"])
     return text_table(head, body)
+
+
+def family(runs, pairs, margin=0.25, alpha=0.05):
+    """A declared family of paired comparisons inside one folder: for each (a, b) in `pairs`, a's
+    final accuracy minus b's on the seeds both have (diverged runs counted, not silently paired),
+    with Holm over the family's difference tests and, apart, over its equivalence tests (TOST
+    at +-margin)."""
+    good = {(r["strategy"], r["seed"]): r for r in runs if not run_diverged(r)}
+    n = test_samples(runs)
+    rows = []
+    for a, b in pairs:
+        seeds = sorted({r["seed"] for r in runs if r["strategy"] in (a, b)})
+        common = [s for s in seeds if (a, s) in good and (b, s) in good]
+        d = paired([final_acc(good[a, s]) for s in common], [final_acc(good[b, s]) for s in common], n, margin)
+        rows.append({"a": a, "b": b, **d, "dropped": len(seeds) - len(common),
+                     "a_mean": mean_or_none(final_acc(good[a, s]) for s in common),
+                     "b_mean": mean_or_none(final_acc(good[b, s]) for s in common)})
+    for key, out in (("p_value", "p_holm"), ("p_tost", "p_tost_holm")):
+        for r, p in zip(rows, holm([r[key] for r in rows], m=len(rows))):
+            r[out] = p
+    return rows
+
+
+def format_family(rows, alpha=0.05):
+    margin = rows[0]["margin"] if rows else 0.25
+    head = ["comparison", "seeds", "A acc (%)", "B acc (%)", "A - B [95% CI]", "p", "p (Holm)",
+            f"TOST +-{margin:g} p (Holm)", "verdict"]
+    body = [[f"{r['a']} - {r['b']}", f"{r['pairs']}" + (f" ({r['dropped']} diverged)" if r["dropped"] else ""),
+             _fmt(r["a_mean"]), _fmt(r["b_mean"]), format_diff(r), _fmt(r["p_value"], ".2g"),
+             _fmt(r["p_holm"], ".2g"), _fmt(r["p_tost_holm"], ".2g"), verdict(r, alpha)] for r in rows]
+    return (text_table(head, body) + f"\nfamily: these {len(rows)} comparisons, declared before the runs; Holm over "
+            f"the {len(rows)} difference tests, and apart over the {len(rows)} equivalence tests; paired t-tests on "
+            f"the counts of correct test images")
 
 
 def format_comparison(rows, a="A", b="B", reference="standard"):
@@ -369,7 +438,17 @@ def main(argv=None):
                    help="approximate: compare each strategy with the reference's accuracy interpolated "
                         "between epochs at the same training FLOPs (only meaningful with a constant "
                         "lr; the exact comparison is --match-budget flops)")
+    p.add_argument("--family", metavar="A:B[,A:B...]",
+                   help="a declared family of paired comparisons A - B in each folder, with Holm over its "
+                        "difference tests and over its equivalence tests (TOST at --margin)")
+    p.add_argument("--margin", type=float, default=0.25, help="equivalence margin in points, for --family")
     a = p.parse_args(argv)
+    if a.family:
+        pairs = [tuple(x.split(":", 1)) for x in a.family.split(",") if x.strip()]
+        for i, folder in enumerate(a.folders):
+            print(("\n" if i else "") + folder)
+            print(format_family(family(load_runs(folder), pairs, a.margin)))
+        return
     if a.equal_flops and not a.against:  # one Holm family over every comparison printed
         configs = {f: folder_config(f) for f in a.folders}
         tables = {f: equal_flops(load_runs(f, configs[f]), a.reference) for f in a.folders}

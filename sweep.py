@@ -17,9 +17,10 @@ from dataclasses import replace
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from strategies import RunName, StrategyName, format_value, knobs_of
 from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
-                   summarize, test_acc, test_samples, text_table, val_score)
+                   summarize, test_acc, test_samples, text_table, val_score, verdict)
 
 ALPHA = 0.05
+MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
 SWEEP_COLUMNS = ("strategy", "seeds", "diverged", "test_acc_mean", "test_acc_std", "val_acc_mean",
                  "diff_vs_standard", "ci_low", "ci_high", "p_value", "p_holm", "time_ratio",
                  "flops_ratio", "updates_ratio")
@@ -48,7 +49,7 @@ def _order(v):
 
 # --- the map -------------------------------------------------------------------------------
 def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric="final", tune=(),
-                    selection_seeds=None, confirm_seeds=None):
+                    selection_seeds=None, confirm_seeds=None, margin=MARGIN):
     """cells: [(values, runs)] -> {"grid_keys", "rows", "tuned", "tuned_note", "family"}.
 
     Rows are per cell and strategy, on the selection (tuning) seeds. The declared family is what
@@ -69,17 +70,17 @@ def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric=
                          "ci_low": d["ci95_low"], "ci_high": d["ci95_high"], "p_value": d["p_value"],
                          "p_holm": None, "time_ratio": st["time_ratio"], "flops_ratio": st["flops_ratio"],
                          "updates_ratio": st["updates_ratio"]})
-    tuned, note = tuned_comparison(cells, keys, reference, tune, metric, selection_seeds, confirm_seeds)
+    tuned, note = tuned_comparison(cells, keys, reference, tune, metric, selection_seeds, confirm_seeds, margin)
     if tuned is not None and confirm_seeds is not None:
-        _equal_compute(tuned, cells, reference, metric, confirm_seeds)
+        _equal_compute(tuned, cells, reference, metric, confirm_seeds, margin)
     family = declare_family(rows, tuned, reference, confirmed=confirm_seeds is not None)
-    return {"grid_keys": list(keys), "reference": reference, "alpha": ALPHA, "metric": metric,
+    return {"grid_keys": list(keys), "reference": reference, "alpha": ALPHA, "margin": margin, "metric": metric,
             "tuned_keys": tune_keys(tune, keys), "selection_seeds": None if sel is None else sorted(sel),
             "confirm_seeds": None if confirm_seeds is None else sorted(confirm_seeds),
             "rows": rows, "tuned": tuned, "tuned_note": note, "family": family}
 
 
-def _equal_compute(tuned, cells, reference, metric, seeds):
+def _equal_compute(tuned, cells, reference, metric, seeds, margin=MARGIN):
     """For each confirmed strategy with matched runs (standard@flops=<it>, in the reference's
     chosen cell): the paired difference strategy - matched standard on the fresh seeds."""
     by_cell = {cell_key(v): runs for v, runs in cells}
@@ -97,11 +98,15 @@ def _equal_compute(tuned, cells, reference, metric, seeds):
             mine = {r["seed"]: r for r in by_cell[cell_key(e["cell"])]
                     if r["strategy"] == e["variant"] and r["seed"] in seeds and not run_diverged(r)}
             common = sorted(set(matched) & set(mine))
+            planned = {r["seed"] for r in runs if r["seed"] in seeds and r["strategy"] == matched_name} | \
+                {r["seed"] for r in by_cell[cell_key(e["cell"])] if r["seed"] in seeds and r["strategy"] == e["variant"]}
             if common:
-                e["diff_vs_matched"] = paired([test_acc(mine[s], metric) for s in common],
-                                              [test_acc(matched[s], metric) for s in common],
-                                              test_samples([*mine.values(), *matched.values()]))
+                e["diff_vs_matched"] = {**paired([test_acc(mine[s], metric) for s in common],
+                                                 [test_acc(matched[s], metric) for s in common],
+                                                 test_samples([*mine.values(), *matched.values()]), margin),
+                                        "dropped": len(planned) - len(common)}
                 e["matched_acc_mean"] = mean_or_none(test_acc(matched[s], metric) for s in common)
+                e["matched_run"] = matched_name
 
 
 def declare_family(rows, tuned, reference, confirmed):
@@ -125,8 +130,14 @@ def declare_family(rows, tuned, reference, confirmed):
     adjusted = holm([d["p_value"] for _, d in members], m=len(members))
     for (_, d), p in zip(members, adjusted):
         d["p_holm"] = p
+    # the equivalence tests are a family of their own, the same members, Holm over all of them
+    tosts = [d.get("p_tost") for _, d in members]
+    for (_, d), p in zip(members, holm(tosts, m=len(members))):
+        if "p_tost" in d:
+            d["p_tost_holm"] = p
     return {"name": name, "size": len(members), "members": [label for label, _ in members],
-            "tests": sum(d["p_value"] is not None for _, d in members)}
+            "tests": sum(d["p_value"] is not None for _, d in members),
+            "tost_tests": sum(p is not None for p in tosts)}
 
 
 def rows_keys(rows):
@@ -144,7 +155,7 @@ def tune_keys(tune, keys):
 
 
 def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final", selection_seeds=None,
-                     confirm_seeds=None):
+                     confirm_seeds=None, margin=None):
     """(groups, note). Per group of cells that agree on the untuned keys, each strategy gets the
     candidate, a cell (its tuned keys' values) and one of the strategy's knob variants, with the
     best mean validation score over the seeds that every candidate has for it (among
@@ -180,7 +191,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
             good = {s: r for s, r in pool.items() if not run_diverged(r)}
             accs = {s: test_acc(r, metric) for s, r in good.items()}
             other = {s: test_acc(r, _other(metric)) for s, r in good.items()}
-            report[name] = (accs, other, test_samples(good.values()))
+            report[name] = (accs, other, test_samples(good.values()), set(pool))
             entry["strategies"][name] = {
                 "choice": c["choice"], "lr": c["choice"].get("lr"), "cell": c["cell"], "variant": c["variant"],
                 "knobs": c["knobs"], "edges": c["edges"],
@@ -193,13 +204,15 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 "other_metric": {"metric": _other(metric), "test_acc_mean": mean_or_none(
                     v for v in other.values() if v is not None)}}
         if reference in report:
-            ref_accs, ref_other, n_ref = report[reference]
-            for name, (accs, other, n_a) in report.items():
+            ref_accs, ref_other, n_ref, ref_planned = report[reference]
+            for name, (accs, other, n_a, planned) in report.items():
                 if name == reference:
                     continue
                 e, n = entry["strategies"][name], n_ref if n_ref == n_a else None
                 common = sorted(set(accs) & set(ref_accs))
-                e["diff_vs_standard"] = paired([accs[s] for s in common], [ref_accs[s] for s in common], n)
+                # a seed that diverged on either side is not a pair: counted, and shown, as dropped
+                e["diff_vs_standard"] = {**paired([accs[s] for s in common], [ref_accs[s] for s in common], n,
+                                                  margin), "dropped": len(planned | ref_planned) - len(common)}
                 common = [s for s in common if other[s] is not None and ref_other[s] is not None]
                 # reported beside the primary metric, unadjusted: not a member of the family
                 e["other_metric"]["diff_vs_standard"] = paired([other[s] for s in common],
@@ -328,9 +341,12 @@ def format_sweep(summary):
         parts.append(f"tuned comparison: not made; {summary['tuned_note']}")
     else:
         parts.append(format_tuned(summary))
+    tost = (f"; each is also an equivalence test (TOST, margin +-{summary['margin']:g} points, declared before "
+            f"the runs): {fam.get('tost_tests', 0)} with a p-value, Holm over all {fam['size']} of them as a family "
+            f"of their own" if summary.get("margin") is not None and summary["tuned"] is not None else "")
     parts.append(f"family ({fam['name']}): {fam['size']} comparisons, {fam['tests']} with a p-value; "
                  f"Holm over all {fam['size']}; * adjusted p < {summary['alpha']}; paired t-tests on the "
-                 f"counts of correct test images")
+                 f"counts of correct test images{tost}")
     return "\n".join(parts)
 
 
@@ -342,17 +358,19 @@ def _seeds(seeds):
 
 def format_tuned(summary):
     ref, alpha = summary["reference"], summary["alpha"]
+    margin = summary.get("margin")
     confirmed = summary.get("confirm_seeds") is not None
     other = "early-stopped" if summary.get("metric", "final") == "final" else "final"
-    head = ["group", "strategy", "choice (on validation)", "val acc (%)", "test acc (%)",
-            f"diff vs {ref} [95% CI]", "p", "p (Holm)", f"{other}: diff [95% CI]", "note"]
+    tost = [f"TOST +-{margin:g} p (Holm)", "verdict"] if margin is not None else []
+    head = ["group", "strategy", "choice (on validation)", "val acc (%)", "test acc (%)", "pairs",
+            f"diff vs {ref} [95% CI]", "p", "p (Holm)", *tost, f"{other}: diff [95% CI]", "note"]
     body, matched = [], []
     star = lambda d: "*" if d and d.get("p_holm") is not None and d["p_holm"] < alpha else ""  # noqa: E731
     for g in summary["tuned"]:
         label = cell_label(g["group"]) or "all cells"
         for name, e in g["strategies"].items():
             if e.get("choice") is None:
-                body.append([label, name, "-", "-", "-", "-", "-", "-", "-", e["note"]])
+                body.append([label, name, *["-"] * (len(head) - 3), e["note"]])
                 continue
             d = e.get("diff_vs_standard")
             diff = "(reference)" if name == ref else format_diff(d) + star(d)
@@ -360,13 +378,15 @@ def format_tuned(summary):
             body.append([label, name, cell_label(e["choice"]), _f(e["val_acc_mean"], ".2f"),
                          _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else
                                                           f" +- {e['test_acc_std']:.2f}"),
-                         diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
+                         _pairs(d, e), diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
+                         *(_tost(d, alpha) if tost else []),
                          "(reference)" if name == ref else format_diff(e["other_metric"].get("diff_vs_standard")),
                          note])
             m = e.get("diff_vs_matched")
             if m:
-                matched.append([label, name, f"{ref}@flops={name}", _f(e["matched_acc_mean"], ".2f"),
-                                format_diff(m) + star(m), _p(m["p_value"]), _p(m.get("p_holm"))])
+                matched.append([label, name, e.get("matched_run", f"{ref}@flops={name}"),
+                                _f(e["matched_acc_mean"], ".2f"), _pairs(m, {}), format_diff(m) + star(m),
+                                _p(m["p_value"]), _p(m.get("p_holm")), *(_tost(m, alpha) if tost else [])])
     sel = summary.get("selection_seeds")
     where = (f"test accuracy on fresh seeds {_seeds(summary['confirm_seeds'])}, run after the choice"
              if confirmed else "test accuracy on the seeds the choice was made on (biased upward; "
@@ -380,6 +400,19 @@ def format_tuned(summary):
     if matched:
         text += ("\nequal compute: each strategy against a standard run (standard's tuned settings, its lr "
                  "schedule fitted) stopped at the strategy's training FLOPs, same fresh seeds\n"
-                 + text_table(["group", "strategy", "matched run", "matched acc (%)",
-                               "strategy minus matched [95% CI]", "p", "p (Holm)"], matched))
+                 + text_table(["group", "strategy", "matched run", "matched acc (%)", "pairs",
+                               "strategy minus matched [95% CI]", "p", "p (Holm)", *tost], matched))
     return text
+
+
+def _pairs(d, entry):
+    """'10', or '9 (1 diverged)': the seeds a paired comparison used, and those divergence cost it."""
+    if not d:
+        return str(len(entry.get("seeds", []))) + (f" ({entry['diverged']} diverged)" if entry.get("diverged") else "")
+    return f"{d['pairs']}" + (f" ({d['dropped']} diverged)" if d.get("dropped") else "")
+
+
+def _tost(d, alpha):
+    if not d:
+        return ["-", "-"]
+    return [_p(d.get("p_tost_holm")), verdict(d, alpha)]

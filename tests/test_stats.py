@@ -138,3 +138,112 @@ def test_stats_cli_equal_flops_says_approximate_and_warns_on_a_decaying_schedule
     assert "Holm over the 2 comparisons above" in out and "APPROXIMATE" in out
     assert f"warning: {tmp_path / 'cos'} used lr schedule cosine" in out
     assert f"{tmp_path / 'const'} used lr schedule" not in out
+
+
+# --- equivalence: TOST on constructed cases ----------------------------------------------------
+def test_tost_shows_equivalence_when_the_90_interval_lies_inside_the_margin():
+    from stats import paired, verdict
+    from scipy import stats as sps
+    # differences of -0.05 .. +0.07 points: mean 0.01, far inside +-0.25
+    a = [90.00 + x for x in (0.03, -0.05, 0.07, 0.00, 0.02, -0.01)]
+    b = [90.00] * 6
+    d = paired(a, b, n=10000, margin=0.25)
+    diffs = [round(x * 100) for x in (0.03, -0.05, 0.07, 0.00, 0.02, -0.01)]  # in images
+    want = max(sps.ttest_1samp(diffs, -25, alternative="greater").pvalue,
+               sps.ttest_1samp(diffs, 25, alternative="less").pvalue)
+    assert d["p_tost"] == pytest.approx(want) and d["p_tost"] < 1e-4
+    d["p_holm"], d["p_tost_holm"] = d["p_value"], d["p_tost"]
+    assert verdict(d) == "equivalent within +-0.25"
+
+
+def test_tost_does_not_show_equivalence_for_a_real_difference_or_a_wide_interval():
+    from stats import paired, verdict
+    behind = paired([89.6, 89.5, 89.7, 89.6], [90.0, 90.0, 90.0, 90.0], n=10000, margin=0.25)  # -0.4
+    assert behind["p_tost"] > 0.5
+    behind["p_holm"], behind["p_tost_holm"] = behind["p_value"], behind["p_tost"]
+    assert verdict(behind) == "behind"
+    wide = paired([90.5, 89.4, 90.3, 89.8], [90.0] * 4, n=10000, margin=0.25)  # mean 0, sd 0.5: unsure
+    wide["p_holm"], wide["p_tost_holm"] = wide["p_value"], wide["p_tost"]
+    assert wide["p_tost"] > 0.05 and wide["p_value"] > 0.05 and verdict(wide) == "not shown different"
+
+
+def test_tost_with_tied_differences_is_exact():
+    from stats import paired
+    inside = paired([90.1, 91.1, 89.1], [90.0, 91.0, 89.0], n=10000, margin=0.25)  # +10 images, every seed
+    outside = paired([90.3, 91.3, 89.3], [90.0, 91.0, 89.0], n=10000, margin=0.25)  # +30 images, every seed
+    assert inside["p_value"] is None and inside["p_tost"] == 0.0
+    assert outside["p_tost"] == 1.0
+    assert paired([90.0], [89.9], n=10000, margin=0.25)["p_tost"] is None  # one pair: no test
+
+
+def test_the_declared_family_counts_its_equivalence_tests_and_adjusts_them_apart():
+    from sweep import summarize_sweep
+
+    def r(strategy, seed, correct, val=60.0):
+        return {"strategy": strategy, "seed": seed, "test_samples": 10000, "history": {
+            "epoch": [1], "test_acc": [correct / 100.0], "val_acc": [val], "epoch_time_s": [1.0],
+            "train_flops": [1], "param_updates": [1], "diverged": [False]}}
+    runs = [r("standard", s, 9000 + 3 * s) for s in range(6)]
+    runs += [r("alternating-epoch", s, 9000 + 3 * s + (s % 3) - 1) for s in range(6)]  # level
+    runs += [r("alternating-batch", s, 8950 + 3 * s + (s % 2)) for s in range(6)]      # 0.5 behind
+    s = summarize_sweep([({"lr": 0.001}, runs)], ["lr"], tune=("lr",), selection_seeds=[0, 1],
+                        confirm_seeds=[2, 3, 4, 5], margin=0.25)
+    fam = s["family"]
+    assert fam["size"] == 2 and fam["tests"] == 2 and fam["tost_tests"] == 2
+    e = s["tuned"][0]["strategies"]
+    tosts = [e[n]["diff_vs_standard"]["p_tost"] for n in ("alternating-epoch", "alternating-batch")]
+    adjusted = [e[n]["diff_vs_standard"]["p_tost_holm"] for n in ("alternating-epoch", "alternating-batch")]
+    assert min(adjusted) == pytest.approx(min(1.0, 2 * min(tosts)))  # Holm over the 2 TOSTs
+    from stats import verdict
+    assert verdict(e["alternating-epoch"]["diff_vs_standard"]) == "equivalent within +-0.25"
+    assert verdict(e["alternating-batch"]["diff_vs_standard"]) == "behind"
+    from sweep import format_sweep
+    assert "equivalence test (TOST, margin +-0.25 points" in format_sweep(s)
+
+
+# --- the three latent statistics risks -----------------------------------------------------------
+def _one(strategy, seed, correct, n=10000, diverged=False):
+    return {"strategy": strategy, "seed": seed, "test_samples": n, "history": {
+        "epoch": [1], "test_acc": [100.0 * correct / n], "val_acc": [60.0], "epoch_time_s": [1.0],
+        "train_flops": [1], "param_updates": [1], "diverged": [diverged]}}
+
+
+def test_one_mismatched_test_set_size_does_not_switch_later_strategies_to_float_differences():
+    """The reference's n was overwritten inside the loop: after a strategy scored on another test
+    set size, every later one lost its integer counts (and three ties of exactly 165 images got a
+    spurious p-value)."""
+    from sweep import tuned_comparison
+    counts = [6000, 6010, 5812, 6103, 5977]  # seeds 0-4; as float percentages 5812..5977 differ in the 15th digit
+    runs = [_one("standard", s, c) for s, c in enumerate(counts)]
+    runs += [_one("alternating-epoch", s, c // 2 + s % 2, n=5000) for s, c in enumerate(counts)]  # another n
+    runs += [_one("alternating-batch", s, c + 165) for s, c in enumerate(counts)]  # +165 images, every seed
+    groups, _ = tuned_comparison([({"lr": 0.001}, runs)], ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3, 4])
+    d = groups[0]["strategies"]["alternating-batch"]["diff_vs_standard"]
+    assert d["mean"] == pytest.approx(1.65) and d["p_value"] is None
+
+
+def test_diverged_runs_are_counted_in_the_comparison_not_dropped_silently():
+    from sweep import format_tuned, tuned_comparison
+    runs = [_one("standard", s, 6000 + 10 * s) for s in range(6)]
+    runs += [_one("alternating-epoch", s, 5990 + 10 * s + s % 2, diverged=(s == 3)) for s in range(6)]
+    groups, _ = tuned_comparison([({"lr": 0.001}, runs)], ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3, 4, 5])
+    e = groups[0]["strategies"]["alternating-epoch"]
+    assert e["diverged"] == 1 and e["diff_vs_standard"]["pairs"] == 3 and e["diff_vs_standard"]["dropped"] == 1
+    summary = {"reference": "standard", "alpha": 0.05, "margin": None, "tuned": groups, "tuned_keys": ["lr"],
+               "confirm_seeds": [2, 3, 4, 5], "selection_seeds": [0, 1]}
+    assert "3 (1 diverged)" in format_tuned(summary)
+
+
+def test_equal_flops_says_which_seeds_it_leaves_out():
+    from stats import equal_flops, format_equal_flops
+
+    def run(strategy, seed, flops, accs):
+        return {"strategy": strategy, "seed": seed, "history": {
+            "epoch": list(range(1, len(accs) + 1)), "test_acc": accs, "train_flops": flops,
+            "diverged": [False] * len(accs)}}
+    runs = [run("standard", s, [10, 10], [50.0, 60.0]) for s in range(3)]
+    runs += [run("alternating-epoch", 0, [7, 7], [55.0, 56.0]), run("alternating-epoch", 1, [7, 7], [55.0, 57.0]),
+             run("alternating-epoch", 2, [15, 15], [55.0, 58.0])]  # seed 2 spent more than standard's whole run
+    rows = equal_flops(runs)
+    assert rows["alternating-epoch"]["pairs"] == 2 and rows["alternating-epoch"]["left_out"] == [2]
+    assert "seeds 2: budget beyond standard's run" in format_equal_flops(rows)
