@@ -351,6 +351,13 @@ class Config:
     compile: bool = setting(False, help="torch.compile the model", group=RUNNING, switch=True, grid=False)
     eval_batch_size: int = setting(1000, positive_int, "evaluation batch size", group=RUNNING, metavar="N",
                                    grid=False)
+    engine: str = setting("single", choice("single", "pack"), "single: one model per run, the reference "
+                          "engine; pack: the runs of a cell (and of cells that differ only in lr or its "
+                          "schedule) trained together as one batched model, each with its own seed, data "
+                          "order, dropout stream, schedule and budget; a results folder holds runs of one "
+                          "engine", group=RUNNING, grid=False)
+    pack: int | None = setting(None, positive_int, "--engine pack: at most N runs per pack", group=RUNNING,
+                               metavar="N", key=False, none="as many as the device's memory holds, at most 64")
     plugins: tuple = setting((), plugin_ref, "a Python file or module that registers strategies, imported before any "
                              "name is resolved, here and in every worker and SLURM job (repeatable)",
                              group=RUNNING, metavar="FILE.py|MODULE", key=False, many=True, flag="--plugin",
@@ -492,6 +499,9 @@ def check_config(cfg):
                           f"first half holds blocks 1..split, the second half the rest and the head")
     if not cfg.strategies:
         raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
+    if cfg.engine == "pack" and (cfg.match_budget == "time" or any(n.budget == "time" for n in cfg.strategies)):
+        raise ConfigError("a time-matched run needs --engine single: a pack's members share their steps, so none "
+                          "has a training time of its own (match FLOPs instead: --match-budget flops)")
     if cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError(f"--warmup-epochs ({cfg.warmup_epochs}) must be fewer than --epochs ({cfg.epochs})")
     if cfg.launcher == "slurm":  # the nodes, not this submit host, have (or lack) the GPUs: they check

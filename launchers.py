@@ -1,6 +1,7 @@
 """Launchers execute units (runs.Unit): in this process, in local worker processes, or as
-SLURM jobs through submitit. Every launcher runs the same `runs.execute`, so every run is
-saved by the same code, atomically, and a rerun of the same command completes what is missing.
+SLURM jobs through submitit. They hand out tasks: one unit each with the reference engine, a
+pack of units with --engine pack. Every launcher runs the same `runs.execute_task`, so every run
+is saved by the same code, atomically, and a rerun of the same command completes what is missing.
 
 Each launcher calls `on_done(unit, run)` as runs finish and returns the units that did not
 finish, with the reason, as a list of (unit, reason); the reason HELD means that another
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-from runs import execute
+from dataclasses import replace
+
+from runs import execute_task
 from training_loop import Progress
 from results import atomic_write
 
@@ -40,6 +43,38 @@ def waves(units):
     return [w for w in (first, [u for u in units if u.after is not None]) if w]
 
 
+def tasks_of(units, size=None):
+    """The units of a wave as tasks: one unit each with the reference engine; with --engine pack,
+    packs of at most `size` units whose cells differ at most in lr and its schedule (a pack's
+    members each follow their own lr, schedule and budget, and share everything else)."""
+    if not units or units[0].cfg.engine != "pack":
+        return [[u] for u in units]
+    groups = {}
+    for u in units:
+        groups.setdefault(pack_key(u.cfg), []).append(u)
+    size = size or pack_size(units[0].cfg, len(units))
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def pack_key(cfg):
+    """What the members of one pack share: the cell's settings but for lr and its schedule."""
+    return replace(cfg, lr=1.0, lr_schedule="constant", warmup_epochs=0, out=None, strategies=(), seeds=1)
+
+
+def pack_size(cfg, n_units):
+    """--pack, else as many members as fit in half the free memory of a CUDA device (at most 64), or
+    16 on a CPU, where larger packs stop paying (benchmark.py --pack)."""
+    if cfg.pack:
+        return cfg.pack
+    if torch.cuda.is_available() and cfg.device != "cpu":
+        free, _ = torch.cuda.mem_get_info()
+        width, depth = cfg.hidden_size, cfg.depth
+        params = 3072 * width + depth * width * width + 10 * width  # an upper bound for these MLPs
+        per_member = 16 * params + 64 * max(cfg.batch_size, cfg.eval_batch_size) * width * depth
+        return max(1, min(64, n_units, int(0.5 * free // per_member)))
+    return max(1, min(16, n_units))
+
+
 def default_threads(workers):
     """torch threads per run: this process's threads (cores, or OMP_NUM_THREADS) split evenly."""
     return max(1, torch.get_num_threads() // workers)
@@ -47,23 +82,24 @@ def default_threads(workers):
 
 # --- in this process -------------------------------------------------------------------
 def run_inprocess(units, on_done, device=None, threads=None, progress=False, log=print):
-    """One run after another in this process (--workers 1): no start-up cost per run."""
+    """One task after another in this process (--workers 1): no start-up cost per run."""
     if threads:
         torch.set_num_threads(threads)
     held = []
-    for unit in units:
-        run = execute(unit, device, log=log, progress=progress)
-        if run is None:
-            held.append((unit, HELD))
-        else:
-            on_done(unit, run)
+    for wave in waves(units):
+        for task in tasks_of(wave, units[0].cfg.pack):
+            for unit, run in execute_task(task, device, log=log, progress=progress).items():
+                if run is None:
+                    held.append((unit, HELD))
+                else:
+                    on_done(unit, run)
     return held
 
 
 # --- local worker processes --------------------------------------------------------------
 def _worker(tasks, events, threads, device, parent):
-    """A worker process: run the units the coordinator (pid `parent`) hands it, one at a time,
-    and report each end. It exits at the sentinel, or when the coordinator is gone. The pid
+    """A worker process: run the tasks the coordinator (pid `parent`) hands it, one at a time,
+    and report each run as it is saved, and each task's end. It exits at the sentinel, or when the coordinator is gone. The pid
     comes from the coordinator: one read here could already be init's, if the coordinator died
     while this interpreter was still starting."""
     torch.set_num_threads(threads)
@@ -82,12 +118,13 @@ def _worker(tasks, events, threads, device, parent):
                 continue
             if item is None:
                 return
-            i, unit = item
+            t, task = item
             try:
-                run = execute(unit, device, log=lambda msg, i=i: events.put(("log", os.getpid(), i, msg)))
-                events.put(("done", os.getpid(), i, run))
+                execute_task(task, device, log=lambda msg, t=t: events.put(("log", os.getpid(), t, msg)),
+                             on_run=lambda unit, run, t=t: events.put(("run", os.getpid(), t, (unit, run))))
+                events.put(("done", os.getpid(), t, None))
             except Exception as e:
-                events.put(("error", os.getpid(), i, f"{type(e).__name__}: {e}".splitlines()[0]))
+                events.put(("error", os.getpid(), t, f"{type(e).__name__}: {e}".splitlines()[0]))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the coordinator reports it
         pass
 
@@ -102,55 +139,59 @@ def worker_devices(device, workers):
 
 @dataclass
 class _Slot:
-    """One local worker: its process, its task queue, and the index of the unit it holds."""
+    """One local worker: its process, its task queue, and the index of the task it holds."""
     process: object
     tasks: object
     holding: int | None = None
 
 
 def run_local(units, on_done, workers, device="auto", threads=None, log=print):
-    """`workers` processes, each handed one unit at a time by this coordinator, which therefore
-    always knows which unit a worker holds. A worker that dies at any moment is reported and
-    replaced on the same device, so the other runs finish; its run keeps its last checkpoint."""
+    """`workers` processes, each handed one task at a time by this coordinator, which therefore
+    always knows which units a worker holds. A worker that dies at any moment is reported and
+    replaced on the same device, so the other runs finish; its runs keep their last checkpoints."""
     threads = threads or default_threads(workers)
     ctx = mp.get_context("spawn")  # fresh interpreters: no forked OpenMP or CUDA state
     failed = []
     for wave in waves(units):
-        todo = list(enumerate(wave))
+        tasks = tasks_of(wave, wave[0].cfg.pack)
+        todo = list(enumerate(tasks))
+        left = {t: set(task) for t, task in enumerate(tasks)}  # units of each task not yet reported
         events = ctx.Queue()
-        devices = worker_devices(device, min(workers, len(wave)))
+        devices = worker_devices(device, min(workers, len(tasks)))
         slots = {}
 
         def start(n):
-            tasks = ctx.Queue()
-            p = ctx.Process(target=_worker, args=(tasks, events, threads, devices[n], os.getpid()), daemon=True)
+            queue_ = ctx.Queue()
+            p = ctx.Process(target=_worker, args=(queue_, events, threads, devices[n], os.getpid()), daemon=True)
             p.start()
-            slots[n] = _Slot(p, tasks)
+            slots[n] = _Slot(p, queue_)
 
         def hand_out():
             for slot in slots.values():
                 if slot.holding is None and todo:
-                    slot.holding, unit = todo.pop(0)
-                    slot.tasks.put((slot.holding, unit))
+                    slot.holding, task = todo.pop(0)
+                    slot.tasks.put((slot.holding, task))
+
+        def give_up(t, why):
+            failed.extend((u, why) for u in left.pop(t, ()))
 
         for n in range(len(devices)):
             start(n)
-        pending = set(range(len(wave)))
         try:
             hand_out()
-            while pending:
+            while left:
                 try:
-                    kind, pid, i, payload = events.get(timeout=0.5)
+                    kind, pid, t, payload = events.get(timeout=0.5)
                 except queue.Empty:
                     for n, slot in list(slots.items()):
                         p = slot.process
                         if p.is_alive():
                             continue
-                        if slot.holding is not None:
-                            pending.discard(slot.holding)
-                            failed.append((wave[slot.holding], f"its worker process died (exit code {p.exitcode})"))
-                            log(f"worker {p.pid} died (exit code {p.exitcode}) while running "
-                                f"{wave[slot.holding].label}; the other runs go on")
+                        if slot.holding is not None and slot.holding in left:
+                            labels = ", ".join(u.label for u in left[slot.holding])
+                            log(f"worker {p.pid} died (exit code {p.exitcode}) while running {labels}; "
+                                f"the other runs go on")
+                            give_up(slot.holding, f"its worker process died (exit code {p.exitcode})")
                         if todo:
                             start(n)  # a replacement on the same device
                         else:
@@ -160,17 +201,20 @@ def run_local(units, on_done, workers, device="auto", threads=None, log=print):
                 if kind == "log":
                     log(payload)
                     continue
+                if kind == "run":
+                    unit, run = payload
+                    left.get(t, set()).discard(unit)
+                    if run is None:
+                        failed.append((unit, HELD))
+                    else:
+                        on_done(unit, run)
+                    continue
                 for slot in slots.values():
                     if slot.process.pid == pid:
                         slot.holding = None
-                pending.discard(i)
-                if kind == "done" and payload is None:
-                    failed.append((wave[i], HELD))
-                elif kind == "done":
-                    on_done(wave[i], payload)
-                else:
-                    failed.append((wave[i], payload))
-                    log(f"{wave[i].label} failed: {payload}")
+                if kind == "error":
+                    log(f"{', '.join(u.label for u in left.get(t, ()))} failed: {payload}")
+                give_up(t, payload if kind == "error" else "the task ended without saving it")
                 hand_out()
         finally:
             for slot in slots.values():
@@ -198,18 +242,18 @@ class SlurmRun(Checkpointable):
     which requeues the same unit; it then resumes from its last epoch-end checkpoint (its own
     lease, from before the requeue, is recognised by the job id and taken over)."""
 
-    def __call__(self, unit):
+    def __call__(self, task):
         from config import ConfigError, check_device
+        cfg = task[0].cfg
         try:
-            check_device(unit.cfg.device, unit.cfg.precision)  # on the node that runs it
+            check_device(cfg.device, cfg.precision)  # on the node that runs it
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
-        torch.set_num_threads(unit.cfg.threads or cpus or torch.get_num_threads())
-        run = execute(unit, log=lambda msg: print(msg, flush=True))
-        if run is None:
-            return {"held": True}
-        return {"strategy": run["strategy"], "seed": run["seed"]}
+        torch.set_num_threads(cfg.threads or cpus or torch.get_num_threads())
+        runs = execute_task(task, log=lambda msg: print(msg, flush=True))
+        return [{"held": True} if run is None else {"strategy": run["strategy"], "seed": run["seed"]}
+                for run in runs.values()]
 
 
 def unit_id(unit):
@@ -323,18 +367,21 @@ def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print
             todo = [u for u in wave if unit_id(u) not in waiting and not held(u) and is_done(u) is None]
             if waiting:
                 log(f"{len(waiting)} runs are still queued or running from an earlier submission")
-            for start in range(0, len(todo), chunk):
-                part = todo[start:start + chunk]
+            tasks = tasks_of(todo, cfg.pack)
+            for start in range(0, len(tasks), chunk):
+                part = tasks[start:start + chunk]
                 try:
                     submitted = executor.map_array(SlurmRun(), part)
                 except Exception as e:
                     jobs.save()
                     raise LaunchError(f"sbatch refused the job array: {str(e).strip().splitlines()[-1]}") from None
-                for u, job in zip(part, submitted):
-                    jobs.known[unit_id(u)] = job.job_id
+                for task, job in zip(part, submitted):
+                    for u in task:
+                        jobs.known[unit_id(u)] = job.job_id
                 jobs.save()
-                log(f"submitted {len(part)} runs as SLURM job array {submitted[0].job_id.split('_')[0]} "
-                    f"(logs in {folder})")
+                runs = sum(len(t) for t in part)
+                log(f"submitted {runs} runs as SLURM job array {submitted[0].job_id.split('_')[0]} "
+                    + (f"of {len(part)} packs " if runs != len(part) else "") + f"(logs in {folder})")
             known = dict(jobs.known)
         mine = [u for u in wave if unit_id(u) in known]
         failed += [(u, HELD) for u in wave if u not in mine and is_done(u) is None]

@@ -24,6 +24,8 @@ from models import FreezableMLP
 from results import LeaseLost, ResultsDir
 from stats import early_stopped
 from strategies import (RunName, StrategyError, identity, legacy_spec, load_plugins, spec, spec_difference)
+from pack import ENGINE as PACK_ENGINE
+from pack import fit_pack
 from training_loop import ENGINE, fit, pick_device
 
 
@@ -64,33 +66,42 @@ def dataset_for(cfg, device):
     return _DATA[key]
 
 
-def stamp(name):
+ENGINES = {"single": ENGINE, "pack": PACK_ENGINE}
+
+
+def stamp(name, engine="single"):
     """What a run of `name` records about the code that computes it: its spec and the engine."""
-    return {"spec": spec(name), "engine": ENGINE}
+    return {"spec": spec(name), "engine": ENGINES[engine]}
 
 
-def judge(run):
-    """Why a stored run (or a checkpoint's stamp) was made by other code than would run it now,
-    or None. Runs saved before runs recorded a spec were made by built-ins at version 1."""
-    try:
-        name = RunName.parse(run["strategy"])
-    except StrategyError as e:
-        return f"its strategy is not defined in this invocation ({e})"
-    now = stamp(name)
-    old = run.get("spec") or legacy_spec(name)
-    if old is None:
-        return f"{name} was saved without a spec, so what made it is unknown"
-    if identity(old) != identity(now["spec"]):
-        return f"{name} was made by other code: {spec_difference(old, now['spec'])}"
-    engine = run.get("engine", "single/1")
-    if engine != now["engine"]:
-        return f"{name} was made by engine {engine}, this one is {now['engine']}"
-    return None
+def judge_for(engine="single"):
+    """judge(run): why a stored run (or a checkpoint's stamp) was made by other code than would
+    run it now under `engine`, or None. Runs saved before runs recorded a spec were made by
+    built-ins at version 1, with the reference engine."""
+    def judge(run):
+        try:
+            name = RunName.parse(run["strategy"])
+        except StrategyError as e:
+            return f"its strategy is not defined in this invocation ({e})"
+        now = stamp(name, engine)
+        old = run.get("spec") or legacy_spec(name)
+        if old is None:
+            return f"{name} was saved without a spec, so what made it is unknown"
+        if identity(old) != identity(now["spec"]):
+            return f"{name} was made by other code: {spec_difference(old, now['spec'])}"
+        made_by = run.get("engine", "single/1")
+        if made_by != now["engine"]:
+            return f"{name} was made by engine {made_by}, this one is {now['engine']}"
+        return None
+    return judge
+
+
+judge = judge_for("single")
 
 
 def open_cell(cfg, overwrite=False):
     """The results folder of the cell `cfg` describes."""
-    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY, judge=judge)
+    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY, judge=judge_for(cfg.engine))
 
 
 def environment(device):
@@ -144,7 +155,8 @@ def budget(unit, store, model, data):
     if name.budget is None:
         return {}
     folder, ref_name, ref_seed = unit.after or (cfg.out, RunName(name.reference), seed)
-    ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY, judge)
+    ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY,
+                                                                            judge_for(cfg.engine))
     ref = ref_store.runs.saved(ref_name, ref_seed)["history"]
     if name.budget == "time":
         return {"max_seconds": sum(ref["epoch_time_s"])}
@@ -206,7 +218,7 @@ def _train_and_save(unit, device, store, lease, log, progress):
     test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
     val_loader = (TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size)
                   if data.x_val is not None else None)
-    run_stamp = stamp(name)
+    run_stamp = stamp(name, cfg.engine)
 
     def checkpoint(snapshot):
         lease.beat()  # raises LeaseLost if another executor took the run over
@@ -216,15 +228,114 @@ def _train_and_save(unit, device, store, lease, log, progress):
     history, schedule_state = fit(model, train_loader, test_loader, spec_, device=device, val_loader=val_loader,
                                   resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label)
     lease.beat()
-    run = {"strategy": str(name), "seed": seed, "history": history, "test_samples": len(data.y_test),
-           "early_stopped": early_stopped(history), **run_stamp,
-           **({"schedule_state": schedule_state} if schedule_state is not None else {}),
-           "environment": {"device": str(device), "threads": torch.get_num_threads(),
-                           "host": platform.node(), "pid": os.getpid(), "code": code_version(),
-                           "cpu": cpu_model(), "gpu": torch.cuda.get_device_name(device)
-                           if device.type == "cuda" else None}}
+    run = _run_record(unit, history, schedule_state, run_stamp, data, device)
     store.save_run(run)
     return run
+
+
+def execute_task(units, device=None, log=print, progress=False, on_run=None):
+    """Execute a task: its units one after another (the reference engine), or as one pack. Calls
+    on_run(unit, run) as each run is saved (None: another executor holds it) and returns
+    {unit: run or None}."""
+    on_run = on_run or (lambda unit, run: None)
+    if units[0].cfg.engine == "pack":
+        return execute_pack(units, device, log, progress, on_run)
+    out = {}
+    for unit in units:
+        out[unit] = execute(unit, device, log, progress)
+        on_run(unit, out[unit])
+    return out
+
+
+def execute_pack(units, device=None, log=print, progress=False, on_run=lambda unit, run: None):
+    """Train `units` as one pack (see pack.py): every unit claims its lease, resumes from its own
+    checkpoint if it has one, and is saved (and its lease released) the moment it ends. Units
+    already saved or held elsewhere are left out of the pack."""
+    load_plugins(units[0].cfg.plugins)
+    device = pick_device(device or units[0].cfg.device)
+    out, claimed = {}, []
+    try:
+        for unit in units:
+            if unit.name.budget == "time":
+                raise StrategyError(f"{unit.name}: a time-matched run needs --engine single (a pack's members "
+                                    f"share their steps, so none has a time of its own)")
+            store = open_cell(unit.cfg)
+            run = store.runs.saved(unit.name, unit.seed)
+            lease = None if run else store.leases.claim(unit.name, unit.seed, log)
+            if run is None and lease is not None and store.runs.saved(unit.name, unit.seed):
+                run = store.runs.saved(unit.name, unit.seed)
+                lease.release()
+                lease = None
+            if lease is None:
+                out[unit] = run
+                on_run(unit, run)
+            else:
+                claimed.append((unit, store, lease))
+        if claimed:
+            _train_pack_and_save(claimed, device, log, progress, out, on_run)
+    finally:
+        for _, _, lease in claimed:
+            lease.release()
+    return out
+
+
+def _train_pack_and_save(claimed, device, log, progress, out, on_run):
+    cfg = claimed[0][0].cfg
+    data = dataset_for(cfg, device)
+    models, gens, loaders, specs, resumes = [], [], [], [], []
+    for unit, store, _ in claimed:
+        snapshot = store.checkpoints.load(unit.name, unit.seed, log=log)
+        if snapshot is not None:
+            log(f"resumed {unit.name} seed {unit.seed} from epoch {len(snapshot['history']['epoch'])}")
+        torch.manual_seed(unit.seed)  # each member's initial weights, as the reference engine makes them
+        model = build_model(unit.cfg, data)
+        gens.append(torch.Generator(device) if device.type != "cpu" else torch.Generator())
+        if device.type == "cpu":
+            gens[-1].set_state(torch.get_rng_state())  # where the reference's dropout stream starts
+        else:
+            gens[-1].manual_seed(unit.seed)
+        models.append(model)
+        loaders.append(TensorLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=unit.seed))
+        specs.append(replace(unit.cfg.train_spec(unit.name), seed=unit.seed, **budget(unit, store, model, data)))
+        resumes.append(snapshot)
+    stamps = [stamp(u.name, "pack") for u, _, _ in claimed]
+    test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
+    val_loader = TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size) if data.x_val is not None else None
+
+    def checkpoint(i, snapshot):
+        unit, store, lease = claimed[i]
+        try:
+            lease.beat()
+        except LeaseLost as e:
+            log(f"{unit.label}: {e}; stopped without saving")
+            out[unit] = None
+            on_run(unit, None)
+            return False
+        store.checkpoints.save(unit.name, unit.seed, snapshot, stamps[i])
+        return True
+
+    def finish(i, history, schedule_state):
+        unit, store, lease = claimed[i]
+        run = _run_record(unit, history, schedule_state, stamps[i], data, device, pack_size=len(claimed))
+        store.save_run(run)
+        lease.release()
+        out[unit] = run
+        on_run(unit, run)
+
+    fit_pack(models, loaders, test_loader, specs, device=device, val_loader=val_loader, resumes=resumes,
+             on_epoch_end=checkpoint, on_finish=finish, generators=gens, progress=progress,
+             desc=f"pack of {len(claimed)}")
+
+
+def _run_record(unit, history, schedule_state, run_stamp, data, device, **extra):
+    """The JSON record of a finished run, as results.py saves it."""
+    return {"strategy": str(unit.name), "seed": unit.seed, "history": history, "test_samples": len(data.y_test),
+            "early_stopped": early_stopped(history), **run_stamp,
+            **({"schedule_state": schedule_state} if schedule_state is not None else {}),
+            "environment": {"device": str(device), "threads": torch.get_num_threads(),
+                            "host": platform.node(), "pid": os.getpid(), "code": code_version(),
+                            "cpu": cpu_model(), "gpu": torch.cuda.get_device_name(device)
+                            if device.type == "cuda" else None, **extra}}
 
 
 def run_line(run):

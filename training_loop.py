@@ -353,7 +353,7 @@ class Member:
         if resume is not None:
             self.at = {"schedule_state": self.at["schedule_state"], **resume["at"]}
             self.history = {k: list(resume["history"].get(k, [])) for k in HISTORY_KEYS}
-        self.live = True
+        self.live, self.lost = True, False
         self.new_epoch()
 
     @property
@@ -566,10 +566,12 @@ class ModuleStep:
 
 
 def run_members(stepper, members, test_loader, val_loader=None, *, device, on_epoch_end=None,
-                progress=False, desc=None):
+                on_finish=None, progress=False, desc=None):
     """The training loop, for one run or a pack: every epoch each live member plans its steps
     (schedule, budget), the stepper takes them, then each member is evaluated, recorded, shown to
-    its schedule if that observes, and handed to on_epoch_end(i, snapshot) for its checkpoint."""
+    its schedule if that observes, and handed to on_epoch_end(i, snapshot) for its checkpoint (a
+    False from it stops that member: its lease was lost). on_finish(i) follows a member's last
+    epoch, so that a pack saves each run the moment it ends."""
     precision = members[0].spec.precision
     num_epochs = max(m.spec.num_epochs for m in members)
     start = min(m.epochs_done for m in members)
@@ -577,9 +579,12 @@ def run_members(stepper, members, test_loader, val_loader=None, *, device, on_ep
     bar = Progress(num_epochs - start, desc, progress)
     with training_numerics(precision, device):  # tf32: forward and backward
         for epoch in range(start, num_epochs):
-            live = [i for i, m in enumerate(members) if m.live]
-            if not live:
+            # a member resumed from a later epoch waits for the others to reach it
+            live = [i for i, m in enumerate(members) if m.live and m.epochs_done == epoch]
+            if not any(m.live for m in members):
                 break
+            if not live:
+                continue
             for i in live:
                 members[i].new_epoch()
             watch.start()
@@ -605,13 +610,15 @@ def run_members(stepper, members, test_loader, val_loader=None, *, device, on_ep
             eval_seconds = evals.stop() / max(len(stepped), 1)
             for j, i in enumerate(live):
                 m = members[i]
-                if not m.end_epoch(epoch, *totals[j], seconds, val[j] if val else (None, None),
-                                   test[j] if test else None, eval_seconds):
-                    continue
-                if m.spec.schedule.closed_loop():
-                    m.observe(stepper.measures(i))
-                if on_epoch_end is not None:
-                    on_epoch_end(i, {**stepper.snapshot(i), **m.snapshot()})
+                if m.end_epoch(epoch, *totals[j], seconds, val[j] if val else (None, None),
+                               test[j] if test else None, eval_seconds):
+                    if m.spec.schedule.closed_loop():
+                        m.observe(stepper.measures(i))
+                    if on_epoch_end is not None and on_epoch_end(i, {**stepper.snapshot(i), **m.snapshot()}) is False:
+                        m.live, m.lost = False, True  # its lease was taken over: no more, no save
+                        continue
+                if not m.live and not m.lost and on_finish is not None:
+                    on_finish(i)
             bar.update()
             if len(members) == 1 and members[0].history["epoch"]:
                 h = members[0].history
