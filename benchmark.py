@@ -2,6 +2,7 @@
 
     python benchmark.py                  # CPU or the best device, every precision, median of 3
     python benchmark.py --device cuda --json bench.json
+    python benchmark.py --pack 1,4,16 --split 4      # also the pack engine, and runs/hour end to end
 
 Every figure is a median over repeats, on CIFAR-shaped synthetic data with the
 default model at batch 128. Speedups and fractions are ratios of figures taken
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from data import TensorLoader, make_synthetic
 from models import SimpleNN
-from training_loop import STANDARD, Stopwatch, alternating, evaluate_model, pick_device, \
+from training_loop import STANDARD, Stopwatch, alternating, evaluate_model, fast_bf16, pick_device, \
     precision_context, train
 
 STRATEGIES = {"standard": (STANDARD, 1), "alternating-epoch": (alternating(1, "epoch"), 2),
@@ -33,8 +34,11 @@ STRATEGIES = {"standard": (STANDARD, 1), "alternating-epoch": (alternating(1, "e
 RUN_EPOCHS = 15  # a run, for runs per hour: the classic 15 epochs, each followed by evaluation
 
 
-def precisions_for(device):
-    return ("fp32", "tf32", "bf16") if torch.device(device).type == "cuda" else ("fp32", "bf16")
+def precisions_for(device, emulated_bf16=False):
+    """The precisions worth timing: bf16 only where it is native (training_loop.fast_bf16), unless
+    asked for anyway; elsewhere it is emulated, several times slower, and nobody would use it."""
+    bf16 = ("bf16",) if fast_bf16(device) or emulated_bf16 else ()
+    return ("fp32", "tf32", *bf16) if torch.device(device).type == "cuda" else ("fp32", *bf16)
 
 
 def matmul_gflops(device, precision="fp32", n=2048, repeats=5):
@@ -73,6 +77,70 @@ class SuiteRun:
         h = train(self.model, self.loader, self.test, self.schedule, num_epochs=self.per_repeat,
                   device=self.device, precision=self.precision)
         return sum(h["epoch_time_s"]) / self.per_repeat, sum(h["train_flops"]) / self.per_repeat
+
+
+class PackRun:
+    """The pack engine: R standard runs (seeds 0..R-1) as one pack, one epoch with evaluation on
+    the test set per call; per-run seconds are the pack's divided by R, as the runs record them."""
+
+    def __init__(self, R, ds, device, batch_size, precision="fp32"):
+        from dataclasses import replace as _replace
+
+        from pack import fit_pack
+        from strategies import RunName
+        from config import Config
+        self.R, self.ds, self.device, self.batch_size, self.fit_pack = R, ds, device, batch_size, fit_pack
+        self.spec = _replace(Config(precision=precision, epochs=1).train_spec(RunName.parse("standard")),
+                             num_epochs=1)
+        self.test = TensorLoader(ds.x_test, ds.y_test, 1000)
+        self._one(TensorLoader(ds.x_train[:20 * batch_size], ds.y_train[:20 * batch_size], batch_size,
+                               shuffle=True))  # allocations
+
+    def _one(self, loader_of=None):
+        from dataclasses import replace as _replace
+        models, gens, loaders = [], [], []
+        for seed in range(self.R):
+            torch.manual_seed(seed)
+            models.append(SimpleNN())
+            gens.append(torch.Generator(self.device).manual_seed(seed))
+            loaders.append(loader_of or TensorLoader(self.ds.x_train, self.ds.y_train, self.batch_size, shuffle=True,
+                                                     seed=seed))
+        specs = [_replace(self.spec, seed=s) for s in range(self.R)]
+        return self.fit_pack(models, loaders if loader_of is None else [loader_of] * self.R, self.test, specs,
+                             device=self.device, generators=gens)
+
+    def epoch(self):
+        """(training seconds, analytic FLOPs, evaluation seconds) per run and epoch."""
+        h = self._one()[0][0]
+        return h["epoch_time_s"][0], h["train_flops"][0], h["eval_time_s"][0]
+
+
+def split_runs_per_hour(runs, repeats=1, train_size=50_000, epochs=2):
+    """Runs per hour end to end in fresh processes (start-up and data included), the classic model
+    on synthetic CIFAR-shaped data: `runs` runs of `epochs` epochs with evaluation, by the single
+    engine on 2 workers x 1 thread (the best split of a 2-core CPU) and by one pack of all of them
+    on every thread, alternately; scaled to 15-epoch runs."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+    root = Path(__file__).resolve().parent
+    common = ["--dataset", "synthetic", "--train-size", str(train_size), "--test-size", "10000",
+              "--epochs", str(epochs), "--seeds", str(max(1, runs // 2)), "--strategies", "standard,alternating-batch",
+              "--no-progress"]
+    variants = {"single, 2 workers x 1 thread": ["--workers", "2", "--threads", "1"],
+                f"pack of {runs}, one process": ["--engine", "pack", "--pack", str(runs)]}
+    seconds = {k: [] for k in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for label, extra in variants.items():
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "experiments.py", *common, *extra, "--out",
+                                str(Path(tmp, f"{r}-{len(seconds[label])}-{extra[-1]}"))],
+                               cwd=root, check=True, capture_output=True)
+                seconds[label].append(time.perf_counter() - t0)
+    n = 2 * max(1, runs // 2)
+    per_hour = {k: 3600 * n / (statistics.median(v) * RUN_EPOCHS / epochs) for k, v in seconds.items()}
+    return {"runs": n, "epochs": epochs, "train_size": train_size, "seconds": seconds, "runs_per_hour": per_hour}
 
 
 class UInt8Images(torch.utils.data.Dataset):
@@ -142,24 +210,30 @@ def run(args):
     """Time every pipeline in interleaved rounds (one epoch each per round), so that drift in
     the machine's speed hits them all alike; report medians over rounds."""
     device = pick_device(args.device)
-    precisions = [p for p in precisions_for(device) if p in args.precisions]
+    precisions = [p for p in precisions_for(device, args.emulated_bf16) if p in args.precisions]
     ds = make_synthetic(args.train_size, args.test_size, seed=0, device=device)
     pipelines = {(f"suite {n}", p): SuiteRun(n, ds, device, args.batch_size, precision=p)
                  for p in precisions for n in STRATEGIES}
     if args.compile:
         pipelines["suite standard, torch.compile", "fp32"] = SuiteRun("standard", ds, device,
                                                                        args.batch_size, True)
+    for R in args.pack:
+        for p in precisions:
+            pipelines[f"pack engine, {R} runs", p] = PackRun(R, ds, device, args.batch_size, p)
     if not args.skip_reference:
         pipelines["reference DataLoader", "fp32"] = ReferenceRun(device, args.batch_size, args.train_size,
                                                                  args.test_size, args.workers)
     times = {k: [] for k in pipelines}
-    flops, peaks = {}, {p: [] for p in precisions}
+    flops, peaks, pack_evals = {}, {p: [] for p in precisions}, {}
     for _ in range(args.repeats):
         for p in precisions:
             peaks[p].append(matmul_gflops(device, p))  # the ceiling drifts with the machine too
         for key, pipe in pipelines.items():
             if isinstance(pipe, SuiteRun):
                 sec, flops[key] = pipe.epoch()
+            elif isinstance(pipe, PackRun):
+                sec, flops[key], ev = pipe.epoch()
+                pack_evals.setdefault(key, []).append(ev)
             else:
                 sec = pipe.epoch()
             times[key].append(sec)
@@ -174,7 +248,8 @@ def run(args):
     for (name, p), t in times.items():
         sec = statistics.median(t)
         gflops = flops.get((name, p), std_flops) / sec / 1e9  # the reference does standard's GEMMs
-        ev = evals["reference" if name == ref_key[0] else p]
+        ev = statistics.median(pack_evals[name, p]) if (name, p) in pack_evals else \
+            evals["reference" if name == ref_key[0] else p]
         rows.append({"pipeline": name, "precision": p, "s_per_epoch": sec, "s_per_epoch_all": t,
                      "samples_per_s": args.train_size / sec, "gflops": gflops,
                      "fraction_of_matmul": gflops / peak[p], "eval_s": ev,
@@ -187,6 +262,10 @@ def run(args):
         targets["bf16_over_fp32_epoch"] = by["suite standard", "bf16"]["s_per_epoch"] / std
         if ref:
             targets["bf16_speedup_vs_reference"] = by["suite standard", "bf16"]["speedup_vs_reference"]
+    for R in args.pack:
+        for p in precisions:
+            targets[f"pack_{R}_{p}_over_single"] = by["suite standard", p]["s_per_epoch"] / \
+                by[f"pack engine, {R} runs", p]["s_per_epoch"]
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -331,6 +410,13 @@ def format_report(r):
     ]
     if "bf16_over_fp32_epoch" in t:
         lines.append(f"bf16 / fp32 standard epoch: {t['bf16_over_fp32_epoch']:.2f} (target <= 0.60)")
+    for k, v in t.items():
+        if k.startswith("pack_"):
+            _, R, p, _, _ = k.split("_")
+            lines.append(f"pack engine, {R} runs, {p}: {v:.2f}x the single engine's runs/hour (per-run "
+                         f"training seconds, same threads)")
+    if "bf16_skipped" in r:
+        lines.append(r["bf16_skipped"])
     if "bf16_speedup_vs_reference" in t:
         lines.append(f"bf16 standard epoch vs the reference DataLoader pipeline: "
                      f"{t['bf16_speedup_vs_reference']:.2f}x (target >= 4x)")
@@ -356,10 +442,17 @@ def main(argv=None):
                         "split) with this tree and with the code of COMMIT, for runs per hour")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads (default: torch's, the core count)")
+    p.add_argument("--pack", default="", metavar="R1,R2,...",
+                   help="also time the pack engine with these numbers of runs per pack")
+    p.add_argument("--split", type=int, default=0, metavar="N",
+                   help="also time N runs end to end: single engine on 2 workers x 1 thread against one pack")
+    p.add_argument("--emulated-bf16", action="store_true",
+                   help="time bf16 even where it is emulated (no avx512_bf16 or AMX): slow, and only for the record")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 30 standard steps and time Adam's implementations")
     args = p.parse_args(argv)
     args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
+    args.pack = [int(x) for x in args.pack.split(",") if x.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -380,7 +473,16 @@ def main(argv=None):
                       f"({torch.get_num_threads()} threads; the switch is per thread)")
         return 0
     report = run(args)
+    if "bf16" in args.precisions and "bf16" not in precisions_for(pick_device(args.device), args.emulated_bf16):
+        report["bf16_skipped"] = ("bf16 not timed: this device has no native bf16 (training_loop.fast_bf16), so it "
+                                  "would be emulated and several times slower; --emulated-bf16 times it anyway")
     print(format_report(report))
+    if args.split:
+        report["split"] = split_runs_per_hour(args.split)
+        sp = report["split"]
+        print(f"end to end, {sp['runs']} runs of {sp['epochs']} epochs ({sp['train_size']:,} images, evaluation "
+              f"included), scaled to 15 epochs: " + ", ".join(f"{k} {v:.0f} runs/hour" for k, v in
+                                                           sp["runs_per_hour"].items()))
     if args.sweep_baseline:
         report["sweep"] = sweep_runs_per_hour(args.sweep_baseline)
         sw = report["sweep"]

@@ -13,11 +13,12 @@ written back unchanged (torch.where with the old value), so they stay bit-for-bi
 The FLOP column still counts what the member's method needs (its own frozen sets), not what
 the pack computed.
 
-Dropout draws from a generator per member, on the member's device: on the CPU it starts where
-the reference engine's global generator stands after building that member's model, so each
-member draws the reference's masks; on CUDA it starts from the member's seed (the reference's
-GPU dropout uses a fused kernel with another stream, so GPU runs of the two engines differ in
-their masks as they would between any two GPUs' kernels).
+Dropout is each member's own stream. On the CPU it is a torch.Generator per member that starts
+where the reference engine's global generator stands after building that member's model, so
+each member draws the reference's masks. On CUDA it is a counter-based hash of (seed, the
+member's step, layer, element): one short kernel sequence for the whole pack, no generator state
+to save, and the same masks whatever else is in the pack (the reference's GPU dropout is a fused
+kernel with a stream of its own, so GPU runs of the two engines differ in their masks anyway).
 """
 from __future__ import annotations
 
@@ -47,14 +48,29 @@ class Layout:
         self.unit_count = len(model.units())
 
 
+def hash_keep_masks(seeds, steps, layer, batch, width, keep):
+    """(R, batch, width) keep-masks scaled by 1/keep, from a counter-based hash (lowbias32, two
+    multiply-xorshift rounds) of each member's (seed, step), the layer and the element: a pure
+    function, so nothing is saved and a resumed member draws what it would have drawn."""
+    R = seeds.shape[0]
+    idx = torch.arange(batch * width, device=seeds.device, dtype=torch.int64).view(1, batch, width)
+    key = ((seeds * 0x9E3779B1) ^ (steps * 0x85EBCA77) ^ (layer * 0xC2B2AE3D)) & 0xFFFFFFFF
+    x = (key.view(R, 1, 1) ^ ((idx * 0x27D4EB2F) & 0xFFFFFFFF)) & 0xFFFFFFFF
+    for mult in (0x7FEB352D, 0x846CA68B):
+        x = ((x ^ (x >> 16)) * mult) & 0xFFFFFFFF
+    bits = (x ^ (x >> 16)) >> 1  # 31 random bits
+    return (bits < int(keep * 2 ** 31)).float() / keep
+
+
 class PackStep:
     """The stepper of training_loop.run_members for a pack of R members (see the module doc).
     Each parameter of the MLP is one (R, *shape) tensor; the optimizer updates, with one fused
     call per group of equal learning rates, exactly the (member, unit) pairs that train this step,
     so nothing else is touched."""
 
-    def __init__(self, models, specs, loaders, device, generators=None):
+    def __init__(self, models, specs, loaders, device, generators=None, rng=None):
         self.R, self.specs, self.loaders, self.device = len(models), specs, loaders, torch.device(device)
+        self.rng = rng or ("hash" if self.device.type == "cuda" else "torch")  # see the module's docstring
         shared = {(s.optimizer, s.weight_decay, s.precision) for s in specs}
         if len(shared) > 1:
             raise ValueError(f"a pack shares one optimizer, weight decay and precision; got {sorted(shared)}")
@@ -72,7 +88,9 @@ class PackStep:
         self.m = {n: torch.zeros_like(p, requires_grad=False) for n, p in self.params.items()}
         self.v = {n: torch.zeros_like(p, requires_grad=False) for n, p in self.params.items()}
         self.steps = {n: torch.zeros(self.R, device=self.device) for n in self.layout.names}  # per member
-        self.gens = generators or [torch.Generator(self.device).manual_seed(s.seed) for s in specs]
+        self.gens = generators or [torch.Generator().manual_seed(s.seed) for s in specs]
+        self.seeds = torch.tensor([s.seed for s in specs], dtype=torch.int64, device=self.device)
+        self.counters = torch.zeros(self.R, dtype=torch.int64, device=self.device)  # hash dropout: steps taken
         self._mask_cache, self._stepped = {}, set()  # _stepped: (param, member) pairs with a step (host side)
         self.meters = [None] * self.R
         for i, s in enumerate(specs):
@@ -127,7 +145,7 @@ class PackStep:
         idx = self.idx.flatten()  # each member's own batch; members not stepping take rows that are ignored
         x = x_all.index_select(0, idx).view(R, self.idx.shape[1], -1).to(dev, non_blocking=True)
         y = y_all.index_select(0, idx).view(R, self.idx.shape[1]).to(dev, non_blocking=True)
-        masks = self._dropout_masks(plans, eval_host, x.shape[1])
+        masks = self._dropout_masks(plans, eval_host, x.shape[1], active, eval_mode)
         spec = self.specs[next(iter(plans))]
         any_eval = any(any(row) for row in eval_host)
         with precision_context(spec.precision, dev):
@@ -144,6 +162,7 @@ class PackStep:
         with torch.no_grad():
             self.loss_sum += (losses.detach() * y.shape[1]) * active
             self.correct += ((logits.detach().argmax(-1) == y).sum(1)) * active
+            self.counters += active
 
     def forward(self, x, train, eval_mode=None, bn_update=None, masks=None):
         """Logits (R, B, classes) of every member for its inputs x (R, B, D)."""
@@ -179,7 +198,7 @@ class PackStep:
             self.bn_count[i].add_(update.long())
         return out
 
-    def _dropout_masks(self, plans, eval_host, batch):
+    def _dropout_masks(self, plans, eval_host, batch, active, eval_mode):
         """Per hidden block, (R, B, H) scaled keep-masks, or None without dropout. A member that does
         not step this time, or whose unit runs in eval mode, draws nothing (as alone)."""
         if not self.p_drop:
@@ -188,6 +207,11 @@ class PackStep:
         masks = []
         for i in range(self.depth):
             width = self.layout.shapes[self.layout.names.index(f"blocks.{i}.0.weight")][0]
+            if self.rng == "hash":
+                m = hash_keep_masks(self.seeds, self.counters, i, batch, width, keep)
+                off = (~active | eval_mode[:, i]).view(-1, 1, 1)
+                masks.append(torch.where(off, torch.ones_like(m), m))
+                continue
             m = torch.ones(self.R, batch, width, device=self.device)
             for r in plans:
                 if not eval_host[r][i]:
@@ -273,7 +297,7 @@ class PackStep:
                                "v": {n: t[i].cpu().clone() for n, t in self.v.items()},
                                "steps": {n: t[i].cpu().clone() for n, t in self.steps.items()}},
                 "loader": self.loaders[i].state_dict(),
-                "rng": {"dropout": self.gens[i].get_state()}}
+                "rng": {"dropout": self.gens[i].get_state(), "counter": int(self.counters[i])}}
 
     def restore(self, i, snap):
         with torch.no_grad():
@@ -289,6 +313,7 @@ class PackStep:
                 self.bn_count[b][i].copy_(snap["model"][f"blocks.{b}.1.num_batches_tracked"])
         self.loaders[i].load_state_dict(snap["loader"])
         self.gens[i].set_state(snap["rng"]["dropout"])
+        self.counters[i] = snap["rng"].get("counter", 0)
         if self.meters[i]:
             self.meters[i].reset()
 
@@ -328,7 +353,7 @@ class _PackMeter:
         return self.meter.read()
 
 def fit_pack(models, train_loaders, test_loader, specs, *, device, val_loader=None, resumes=None,
-             on_epoch_end=None, on_finish=None, generators=None, progress=False, desc=None):
+             on_epoch_end=None, on_finish=None, generators=None, rng=None, progress=False, desc=None):
     """Train R models of one shape (each built from its own seed) as one pack, each with its own
     loader (its own shuffling generator), spec and, where given, snapshot to resume from; return
     [(history, the schedule's final state)] per member. on_epoch_end(i, snapshot) as in run_members."""
@@ -341,7 +366,7 @@ def fit_pack(models, train_loaders, test_loader, specs, *, device, val_loader=No
     members = [Member(s, RunShape(len(units), halves, per_epoch, s.total_steps or s.num_epochs * per_epoch, s.seed),
                       sizes, first.unit_train_flops, (resumes or [None] * len(models))[i])
                for i, s in enumerate(specs)]
-    stepper = PackStep(models, specs, train_loaders, device, generators)
+    stepper = PackStep(models, specs, train_loaders, device, generators, rng)
     for i, snap in enumerate(resumes or []):
         if snap is not None:
             stepper.restore(i, snap)

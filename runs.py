@@ -289,11 +289,8 @@ def _train_pack_and_save(claimed, device, log, progress, out, on_run):
             log(f"resumed {unit.name} seed {unit.seed} from epoch {len(snapshot['history']['epoch'])}")
         torch.manual_seed(unit.seed)  # each member's initial weights, as the reference engine makes them
         model = build_model(unit.cfg, data)
-        gens.append(torch.Generator(device) if device.type != "cpu" else torch.Generator())
-        if device.type == "cpu":
-            gens[-1].set_state(torch.get_rng_state())  # where the reference's dropout stream starts
-        else:
-            gens[-1].manual_seed(unit.seed)
+        gens.append(torch.Generator())
+        gens[-1].set_state(torch.get_rng_state())  # CPU: where the reference's dropout stream starts
         models.append(model)
         loaders.append(TensorLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=unit.seed))
         specs.append(replace(unit.cfg.train_spec(unit.name), seed=unit.seed, **budget(unit, store, model, data)))

@@ -26,15 +26,22 @@ NAMES = ["standard", "alternating-batch", "alternating-epoch", "freezeout", "lay
 
 
 @pytest.fixture(scope="module")
-def data():
-    return make_synthetic(3200, 256, seed=0)  # 50 steps of 64 per epoch
+def data(device):
+    """50 steps of 64 per epoch, on the test device (pytest --device cuda: the GPU)."""
+    return make_synthetic(3200, 256, seed=0, device=device)
+
+
+def _dropout(data):
+    """0.3 on the CPU, where a pack member draws the reference engine's masks; 0 on a GPU, where
+    the two engines' dropout streams differ by design (pack.py), so only the rest can be compared."""
+    return 0.3 if data.x_train.device.type == "cpu" else 0.0
 
 
 def _member(data, seed, width=64):
     """A model built from its seed as the reference engine builds it, and the dropout generator
     standing where the reference's global one does after that."""
     torch.manual_seed(seed)
-    model = FreezableMLP(data.input_size, (width,) * 3, 10, 0.3, split=1)
+    model = FreezableMLP(data.input_size, (width,) * 3, 10, _dropout(data), split=1)
     gen = torch.Generator()
     gen.set_state(torch.get_rng_state())
     return model, gen
@@ -49,7 +56,7 @@ def _pack(data, specs, snaps=None, **kw):
     members = [_member(data, s.seed) for s in specs]
     loaders = [TensorLoader(data.x_train, data.y_train, 64, shuffle=True, seed=s.seed) for s in specs]
     out = fit_pack([m for m, _ in members], loaders, TensorLoader(data.x_test, data.y_test, 256), specs,
-                   device="cpu", generators=[g for _, g in members],
+                   device=data.x_train.device, generators=[g for _, g in members],
                    on_epoch_end=(lambda i, s: snaps.setdefault(i, []).append(s)) if snaps is not None else None, **kw)
     return out
 
@@ -57,7 +64,7 @@ def _pack(data, specs, snaps=None, **kw):
 def _single(data, spec):
     model, _ = _member(data, spec.seed)
     history, state = fit(model, TensorLoader(data.x_train, data.y_train, 64, shuffle=True, seed=spec.seed),
-                         TensorLoader(data.x_test, data.y_test, 256), spec, device="cpu")
+                         TensorLoader(data.x_test, data.y_test, 256), spec, device=data.x_train.device)
     return model, history, state
 
 
@@ -65,14 +72,14 @@ def test_each_member_starts_from_its_own_weights_and_data_order(data):
     specs = _specs(NAMES[:4])
     members = [_member(data, s.seed) for s in specs]
     loaders = [TensorLoader(data.x_train, data.y_train, 64, shuffle=True, seed=s.seed) for s in specs]
-    step = PackStep([m for m, _ in members], specs, loaders, "cpu", [g for _, g in members])
+    step = PackStep([m for m, _ in members], specs, loaders, data.x_train.device, [g for _, g in members])
     for i, (model, _) in enumerate(members):
         assert all(torch.equal(a, step.member_state_dict(i)[k]) for k, a in model.state_dict().items())
     next(step.batches([0, 1, 2, 3]))
     for i in range(4):
         alone = TensorLoader(data.x_train, data.y_train, 64, shuffle=True, seed=specs[i].seed)
         first = torch.randperm(len(data.y_train), generator=alone.generator)[:64]
-        assert torch.equal(step.idx[i], first)
+        assert torch.equal(step.idx[i].cpu(), first)
 
 
 def test_each_member_trains_its_own_frozen_sets_with_the_flops_of_its_run_alone(data):
@@ -147,7 +154,7 @@ def test_a_diverging_member_does_not_stop_the_rest(data):
     for i in (0, 2):
         assert packed[i][0]["epoch"] == [1, 2, 3] and not any(packed[i][0]["diverged"])
         _, alone, _ = _single(data, specs[i])
-        assert packed[i][0]["train_loss"] == pytest.approx(alone["train_loss"], rel=1e-2)
+        assert packed[i][0]["train_loss"] == pytest.approx(alone["train_loss"], rel=1e-2)  # as if alone
 
 
 # --- through the command line: resume, workers, SLURM ------------------------------------------------
@@ -227,3 +234,22 @@ def test_a_pack_in_a_real_slurm_job_trains_each_run_once(slurm, tmp_path):
     assert "submitted 6 runs as SLURM job array" in p.stdout and "of 2 packs" in p.stdout
     assert experiments.main(args + ["--out", str(tmp_path / "local")]) == 0
     assert _metrics(tmp_path / "s") == _metrics(tmp_path / "local")
+
+
+def test_the_hash_dropout_is_each_members_own_whatever_the_pack_holds(data):
+    """CUDA's dropout stream (tested here on the CPU): a member's masks depend on its seed and its
+    steps only, not on the other members; about the keep fraction are kept; and a member resumed
+    from its snapshot continues its own stream."""
+    from pack import hash_keep_masks
+    seeds, steps = torch.tensor([0, 1, 2]), torch.tensor([5, 5, 9])
+    both = hash_keep_masks(seeds, steps, 1, 64, 128, 0.7)
+    alone = hash_keep_masks(seeds[2:], steps[2:], 1, 64, 128, 0.7)
+    assert torch.equal(both[2], alone[0]) and not torch.equal(both[0], both[1])
+    assert abs(float((both > 0).float().mean()) - 0.7) < 0.01
+    assert torch.allclose(torch.unique(both), torch.tensor([0.0, 1 / 0.7]))
+    specs = _specs(["standard", "alternating-batch"], epochs=3)
+    snaps = {}
+    full = _pack(data, specs, snaps, rng="hash")
+    resumed = _pack(data, specs, resumes=[snaps[0][0], snaps[1][0]], rng="hash")  # from epoch 1
+    for (a, _), (b, _) in zip(full, resumed):
+        assert a["train_loss"] == b["train_loss"] and a["test_acc"] == b["test_acc"]
