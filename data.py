@@ -184,6 +184,9 @@ def read_torchvision(name, data_dir):
     """uint8 NCHW train and test tensors, class names and label of a torchvision dataset,
     downloaded into data_dir on first use; offline, files already in torchvision's layout."""
     spec = TORCHVISION[name]
+    if Path(data_dir).is_file():
+        raise DataError(f"--data-dir {data_dir} is a file, not a folder; {spec.label} goes into a folder "
+                        f"({spec.files} under it)")
     _gunzip_idx(Path(data_dir, spec.folder))  # only MNIST-style folders hold *-ubyte.gz files
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every download attempt
@@ -232,6 +235,9 @@ def _class_names(name, ds):
 def read_image_folder(root, cache_dir=None):
     """Decode DIR/train and DIR/test once, then reuse a cached tensor file keyed by the listing."""
     root = Path(root)
+    if root.is_file():
+        raise DataError(f"--data-dir {root} is a file, not a folder; point it at a folder with train/ and test/ "
+                        f"subfolders of class folders (an archive: extract it first)")
     if not root.is_dir():
         raise DataError(f"--data-dir {root} does not exist; point it at a folder with train/ and "
                         f"test/ subfolders of class folders")

@@ -10,10 +10,20 @@ runs the sweep and returns (cells, sweep summary).
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # Ctrl-C while the slow imports below load: one line and 130, no traceback
+    def _interrupted(kind, value, tb, default=sys.excepthook):
+        if issubclass(kind, KeyboardInterrupt):
+            print("\ninterrupted before anything started", file=sys.stderr, flush=True)
+            import os
+            os._exit(130)
+        default(kind, value, tb)
+    sys.excepthook = _interrupted
+
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -27,7 +37,7 @@ from plots import plot_accuracy_flops, plot_comparison, plot_sweep
 from results import ResultsError, SweepDir, warn
 from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
-from strategies import BUILTIN, STRATEGIES, RunName, StrategyError, StrategyName, check_portable, load_plugins
+from strategies import STRATEGIES, RunName, StrategyError, check_portable, load_plugins
 from sweep import (cell_label, format_sweep, grid_cells, summarize_sweep, sweep_csv, tune_keys,
                    tuned_comparison)
 from training_loop import Progress, ScheduleError, pick_device
@@ -51,8 +61,8 @@ def run_plan(cfg):
 def prepare_cell(cfg, overwrite=False, cell=None):
     """Open (or create) the cell's folder and record its settings and data; return the store."""
     device = pick_device(cfg.device) if cfg.launcher == "local" and cfg.workers == 1 else "cpu"
+    data = dataset_for(cfg, device)  # first: bad data must not leave an empty results folder behind
     store = open_cell(cfg, overwrite)
-    data = dataset_for(cfg, device)
     store.write_config(cfg.to_json(), {
         **_submit_environment(cfg), "dataset_label": data.label, "plugins": load_plugins(cfg.plugins),
         "data_fingerprint": data.fingerprint(),

@@ -6,7 +6,6 @@ API that users of the earlier public version know.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 FIRST, SECOND = 0, 1  # indices of the two parameter groups ("halves")

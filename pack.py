@@ -22,7 +22,6 @@ kernel with a stream of its own, so GPU runs of the two engines differ in their 
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

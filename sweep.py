@@ -15,7 +15,7 @@ import itertools
 from dataclasses import replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
-from strategies import RunName, StrategyName, format_value, knobs_of
+from strategies import RunName, StrategyName, knobs_of
 from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
                    summarize, test_acc, test_samples, text_table, val_score, verdict)
 

@@ -58,6 +58,19 @@ def tiny(device):
 
 
 @pytest.fixture
+def make_model(device):
+    """The classic SimpleNN on the test device; make_model(seed) seeds torch first, so the model
+    has the weights a run of that seed starts from."""
+    from models import SimpleNN
+
+    def make(seed=None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return SimpleNN().to(device)
+    return make
+
+
+@pytest.fixture
 def loaders(tiny):
     return (TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=0),
             TensorLoader(tiny.x_test, tiny.y_test, 128))

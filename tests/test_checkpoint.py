@@ -14,7 +14,6 @@ from dataclasses import replace
 from config import Config
 from conftest import ROOT
 from data import TensorLoader
-from models import SimpleNN
 from strategies import RunName
 from training_loop import fit
 
@@ -35,13 +34,13 @@ def _copy(snapshot):
     ("freezeout", "constant"), ("layer-freezing", "linear"), ("cyclic-blocks-random", "cosine"),
     ("cyclic-blocks-reset", "constant"), ("layerout", "cosine"), ("autofreeze[percentile=75]", "cosine"),
     ("freezeout[t0=0.5,cubic=false]", "linear")])
-def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, schedule, device):
+def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, schedule, device, make_model):
     spec = replace(Config(lr_schedule=schedule, warmup_epochs=1, weight_decay=1e-4).train_spec(RunName.parse(name)),
                    num_epochs=4, seed=0)
 
     def fresh(seed):
         torch.manual_seed(seed)
-        return SimpleNN().to(tiny.x_train.device), TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=seed)
+        return make_model(), TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=seed)
 
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     model, loader = fresh(0)

@@ -3,6 +3,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -221,3 +222,38 @@ def test_version_and_strategy_list(capsys):
                                          ("0-1,4", (0, 1, 4))])
 def test_seeds_take_counts_ranges_and_lists(text, seeds):
     assert experiments.parse_args(["--seeds", text]).seeds == seeds
+
+
+def test_bad_data_leaves_no_results_folder_behind(tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = run_cli(["--dataset", "folder", "--data-dir", str(tmp_path / "none"), "--out", str(out)], capsys)
+    assert code == 2 and "does not exist" in err and not out.exists()
+
+
+def test_a_data_path_that_is_a_file_says_so(tmp_path, capsys):
+    (tmp_path / "cifar.tar.gz").write_bytes(b"not a folder")
+    for dataset, expected in (("folder", "is a file, not a folder"), ("fashion-mnist", "is a file, not a folder")):
+        code, _, err = run_cli(["--dataset", dataset, "--data-dir", str(tmp_path / "cifar.tar.gz"),
+                                "--out", str(tmp_path / "o")], capsys)
+        assert code == 2 and expected in err and err.count("\n") == 1, err
+
+
+def test_a_piped_run_prints_plain_lines_and_no_carriage_returns(tmp_path):
+    """Progress bars only on a terminal: in a log file, CI or SLURM's output one line per run."""
+    p = subprocess.run([sys.executable, "experiments.py", *TINY[:-1], "--epochs", "2", "--seeds", "2",
+                        "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "\r" not in p.stdout + p.stderr and "it/s" not in p.stdout + p.stderr
+    import re
+    assert len(re.findall(r"seed \d  final acc", p.stdout)) == 6  # a line per finished run
+
+
+def test_ctrl_c_during_the_imports_is_one_line_and_130(tmp_path):
+    import signal
+    proc = subprocess.Popen([sys.executable, "experiments.py", *TINY, "--out", str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # torch is still importing
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0 and "interrupted" in err

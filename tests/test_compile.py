@@ -5,16 +5,15 @@ import pytest
 import torch
 
 from data import TensorLoader
-from models import SimpleNN
 from training_loop import alternating, train
 
 
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="inductor needs a C compiler")
-def test_compiled_alternation_compiles_each_variant_once(tiny):
+def test_compiled_alternation_compiles_each_variant_once(tiny, make_model):
     from torch._dynamo.utils import counters
     torch._dynamo.reset()
     counters.clear()
-    model = torch.compile(SimpleNN().to(tiny.x_train.device))
+    model = torch.compile(make_model())
     loader = TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True)
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     train(model, loader, test, alternating(1, "batch"), num_epochs=1)

@@ -18,11 +18,11 @@ def _bn_buffers(model, group):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw"])
 @pytest.mark.parametrize("frozen", [FIRST, SECOND])
-def test_frozen_group_is_bit_for_bit_unchanged(tiny, optimizer, frozen):
+def test_frozen_group_is_bit_for_bit_unchanged(tiny, optimizer, frozen, make_model):
     """Train both halves for an epoch (so momentum, Adam moments and weight decay are live),
     then freeze one half for an epoch: its parameters must not move at all."""
     torch.manual_seed(0)
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     loader = TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True)
     test = TensorLoader(tiny.x_test, tiny.y_test, 256)
     other = SECOND if frozen == FIRST else FIRST
@@ -47,10 +47,10 @@ def test_frozen_group_is_bit_for_bit_unchanged(tiny, optimizer, frozen):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "adamw"])
-def test_frozen_params_untouched_over_alternating_batches(tiny, optimizer):
+def test_frozen_params_untouched_over_alternating_batches(tiny, optimizer, make_model):
     """Step-by-step: in every step, exactly the scheduled half changes."""
     torch.manual_seed(0)
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     opt = make_optimizer(optimizer, [{"params": list(model.parameters())}], 1e-2, weight_decay=0.05)
     x, y = tiny.x_train[:64], tiny.y_train[:64]
     for step in range(6):
@@ -68,7 +68,7 @@ def test_frozen_params_untouched_over_alternating_batches(tiny, optimizer):
 
 
 def test_bn_stats_of_frozen_half_update_by_default_and_fix_with_option(tiny):
-    x, y = tiny.x_train[:64], tiny.y_train[:64]
+    x = tiny.x_train[:64]
     for fix in (False, True):
         torch.manual_seed(0)
         model = SimpleNN().to(x.device).train()
@@ -91,10 +91,10 @@ def test_bn_stats_of_frozen_half_update_by_default_and_fix_with_option(tiny):
         assert torch.equal(a, b)
 
 
-def test_frozen_bn_stats_stay_fixed_through_train(tiny, loaders):
+def test_frozen_bn_stats_stay_fixed_through_train(tiny, loaders, make_model):
     train_loader, test_loader = loaders
     torch.manual_seed(0)
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     model(tiny.x_train[:64])
     before = _snapshot(_bn_buffers(model, FIRST))
     # a schedule that only ever trains the second half
@@ -105,9 +105,9 @@ def test_frozen_bn_stats_stay_fixed_through_train(tiny, loaders):
     assert all(bn.track_running_stats for g in BOTH for bn in model.group_batchnorms(g))
 
 
-def test_alternating_epoch_trains_only_scheduled_half(tiny, loaders):
+def test_alternating_epoch_trains_only_scheduled_half(tiny, loaders, make_model):
     train_loader, test_loader = loaders
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     first0 = _snapshot(model.group_params(FIRST))
     second0 = _snapshot(model.group_params(SECOND))
     h = train(model, train_loader, test_loader, alternating(1, "epoch"), num_epochs=1)

@@ -310,7 +310,6 @@ def test_unit_meter_gives_the_mean_gradients_norm_and_the_weight_change():
     model = FreezableMLP(6, (5,), 3, 0.0)
     params = [list(m.parameters()) for m in model.units()]
     meter = UnitMeter(params, ("grad_norm", "weight_change"))
-    start = [[p.detach().clone() for p in ps] for ps in params]
     grads = []
     for _ in range(3):
         g = [[torch.randn_like(p) for p in ps] for ps in params]

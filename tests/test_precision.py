@@ -7,7 +7,6 @@ import torch
 import experiments
 from config import Config, default_out
 from data import torch_threads
-from conftest import ROOT
 from models import SimpleNN
 from training_loop import precision_context, train
 
@@ -22,8 +21,8 @@ def test_bf16_trains_finite_with_fp32_master_weights(loaders, device):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_bf16_autocast_runs_the_gemms_in_bf16(tiny):
-    model = SimpleNN().to(tiny.x_train.device)
+def test_bf16_autocast_runs_the_gemms_in_bf16(tiny, make_model):
+    model = make_model()
     seen = []
     model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     with precision_context("bf16", tiny.x_train.device.type):

@@ -18,17 +18,17 @@ def test_presets_accept_plain_lists_of_batches(tiny):
         assert all(math.isfinite(v) for v in h["train_loss"] + h["test_loss"])
 
 
-def test_presets_accept_a_torch_dataloader(tiny):
+def test_presets_accept_a_torch_dataloader(tiny, make_model):
     from torch.utils.data import DataLoader, TensorDataset
     dl = DataLoader(TensorDataset(tiny.x_train, tiny.y_train), batch_size=64, shuffle=True)
-    h = train_standard(SimpleNN().to(tiny.x_train.device), dl, DataLoader(TensorDataset(tiny.x_test, tiny.y_test), 128),
+    h = train_standard(make_model(), dl, DataLoader(TensorDataset(tiny.x_test, tiny.y_test), 128),
                        num_epochs=1)
     assert h["steps"] == [8]
 
 
-def test_history_counts(tiny, loaders, device):
+def test_history_counts(tiny, loaders, device, make_model):
     train_loader, test_loader = loaders
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     n = len(train_loader)
     h = train(model, train_loader, test_loader, alternating(1, "batch"), num_epochs=2, device=device)
     assert h["steps"] == [n, n]
@@ -44,10 +44,10 @@ def test_history_counts(tiny, loaders, device):
     assert h["diverged"] == [False, False]
 
 
-def test_train_loss_is_the_sample_weighted_mean(tiny):
+def test_train_loss_is_the_sample_weighted_mean(tiny, make_model):
     """The device-side accumulation gives the same number as averaging per-step losses."""
     torch.manual_seed(0)
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     batches = [(tiny.x_train[i:i + 100], tiny.y_train[i:i + 100]) for i in range(0, 500, 100)]
     batches.append((tiny.x_train[500:512], tiny.y_train[500:512]))  # a short last batch
@@ -61,8 +61,8 @@ def test_train_loss_is_the_sample_weighted_mean(tiny):
     assert h["train_loss"][0] == pytest.approx(sum(losses) / 512, rel=1e-5)
 
 
-def test_evaluate_model(tiny):
-    model = SimpleNN().to(tiny.x_train.device)
+def test_evaluate_model(tiny, make_model):
+    model = make_model()
     loss, acc = evaluate_model(model, TensorLoader(tiny.x_test, tiny.y_test, 100))
     model.eval()
     with torch.no_grad():
@@ -80,9 +80,9 @@ def test_nan_loss_marks_divergence_and_stops(tiny):
     assert h["diverged"] == [True] and h["epoch"] == [1]
 
 
-def test_flop_budget_stops_early(tiny, loaders):
+def test_flop_budget_stops_early(tiny, loaders, make_model):
     train_loader, test_loader = loaders
-    model = SimpleNN().to(tiny.x_train.device)
+    model = make_model()
     per_step = model.train_flops_per_sample((0, 1)) * 64
     h = train(model, train_loader, test_loader, num_epochs=5, max_flops=10.5 * per_step)
     assert sum(h["steps"]) == 10 and sum(h["train_flops"]) <= 10.5 * per_step
