@@ -193,12 +193,10 @@ def summarise_cell(cfg, store, label, title_extra=""):
         warn(f"{path} is not counted: {why}")
     store.write_metrics()
     runs = _ordered_runs(cfg, store)
-    summary = summarize(runs, target_frac=cfg.target_frac)
-    summary["dataset"] = label
     plan = run_plan(cfg)
-    summary["runs_planned"] = len(plan)
-    summary["runs_saved"] = sum(store.runs.saved(n, s) is not None for n, s in plan)
-    summary["complete"] = summary["runs_saved"] == summary["runs_planned"]
+    saved = sum(store.runs.saved(n, s) is not None for n, s in plan)
+    summary = replace(summarize(runs, target_frac=cfg.target_frac), dataset=label, runs_planned=len(plan),
+                      runs_saved=saved, complete=saved == len(plan))
     store.write_summary(summary)
     model = f"{cfg.depth} x {cfg.hidden_size} MLP" if (cfg.depth, cfg.hidden_size) != (2, 512) else "MLP"
     title = (f"Freezing schedules vs standard training: {label}, {model}, {cfg.epochs} epochs, "
@@ -363,7 +361,7 @@ def run_sweep(cfg: Config, log=print):
     saved += sum(stores[u.cfg.out].runs.saved(u.name, u.seed) is not None for u in confirming_units)
     summary = summarize_sweep(done, keys, target_frac=cfg.target_frac, metric=cfg.metric, tune=tune,
                               selection_seeds=selection, confirm_seeds=fresh, margin=cfg.margin)
-    summary.update(dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
+    summary = replace(summary, dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)
     run_cfg = cfg.effective()

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from config import short_value
+from stats import to_json
 from training_loop import HISTORY_KEYS, VALIDATION_KEYS
 
 MARK = "alternating-freeze-results/1"
@@ -626,7 +627,7 @@ class ResultsDir:
         atomic_write(self.path / "metrics.csv", metrics_csv(self.runs.all()))
 
     def write_summary(self, summary):
-        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.path / "summary.json", json.dumps(to_json(summary), indent=2) + "\n")
 
     def save_figure(self, fig, name="comparison_results.png"):
         save_figure(fig, self.path / name)
@@ -710,7 +711,7 @@ class SweepDir:
         atomic_write(self.path / "sweep.csv", text)
 
     def write_summary(self, summary):
-        atomic_write(self.path / "sweep_summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.path / "sweep_summary.json", json.dumps(to_json(summary), indent=2) + "\n")
 
     def save_figure(self, fig, name="sweep_results.png"):
         save_figure(fig, self.path / name)

@@ -7,9 +7,60 @@ for every strategy, so differences to standard are taken per seed (paired).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from scipy import stats as sps
+
+
+class Record:
+    """A frozen summary record (a dataclass) that tables, figures and JSON read: r["mean"] and
+    r.get("mean") read it as they read the JSON it becomes (to_json), so a summary loaded from a
+    file and one just computed are read by the same code. A record is never patched: what a later
+    step adds makes a new one (dataclasses.replace)."""
+
+    def __getitem__(self, key):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+    def __contains__(self, key):
+        return getattr(self, key, None) is not None
+
+    def to_json(self):
+        return {f.name: to_json(getattr(self, f.name)) for f in fields(self)}
+
+
+def to_json(value):
+    """Records, and the dicts and lists that hold them, as plain JSON values."""
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Paired(Record):
+    """A paired comparison a - b: mean and 95% t-interval (points), the paired t-test's p-value,
+    the pairs it used and the seeds divergence cost it; with a margin, the TOST p-value; and,
+    once a declared family adjusts them, both p-values after Holm."""
+    mean: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    p_value: float | None
+    pairs: int
+    margin: float | None = None
+    p_tost: float | None = None
+    dropped: int = 0
+    p_holm: float | None = None
+    p_tost_holm: float | None = None
 
 
 def t_quantile_975(df):
@@ -55,10 +106,8 @@ def paired(a, b, n=None, margin=None):
     if len(d) >= 2 and np.ptp(d) > 0:  # without spread the t statistic is undefined: no p-value
         p = float(sps.ttest_1samp(d, 0.0).pvalue)
     pct = lambda x: None if x is None else float(x) * scale  # noqa: E731
-    out = {"mean": pct(m), "ci95_low": pct(lo), "ci95_high": pct(hi), "p_value": p, "pairs": len(d)}
-    if margin is not None:
-        out.update(margin=margin, p_tost=tost(d, margin / scale))
-    return out
+    return Paired(pct(m), pct(lo), pct(hi), p, len(d), margin,
+                  None if margin is None else tost(d, margin / scale))
 
 
 def tost(d, margin):
@@ -175,10 +224,44 @@ def _costs(runs):
                  (("epoch_time_s", np.mean), ("train_flops", sum), ("param_updates", sum)))
 
 
+@dataclass(frozen=True)
+class StrategySummary(Record):
+    """One strategy of an experiment's folder, over its seeds."""
+    seeds: list
+    diverged: int
+    epochs: float | None
+    final_acc_mean: float | None
+    final_acc_std: float | None
+    val_acc_mean: float | None
+    diff_vs_standard: Paired
+    epoch_time_s: float | None
+    time_ratio: float | None
+    train_flops: float | None
+    flops_ratio: float | None
+    param_updates: float | None
+    updates_ratio: float | None
+    epochs_to_target: float | None
+    reached_target: int
+
+
+@dataclass(frozen=True)
+class Summary(Record):
+    """An experiment's folder (summary.json): every strategy against the reference, paired by seed."""
+    reference: str
+    target_acc: float | None
+    target_frac: float
+    metric: str
+    strategies: dict = field(default_factory=dict)  # name -> StrategySummary, in first-seen order
+    dataset: str | None = None
+    runs_planned: int | None = None
+    runs_saved: int | None = None
+    complete: bool | None = None
+
+
 def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
-    """Per-strategy summary dict (JSON-ready), in the order strategies first appear in `runs`.
-    `metric` picks the test accuracy reported: final, or early-stopped (at the best validation
-    epoch). Paired tests run on integer counts of correct test images."""
+    """A Summary of every strategy in `runs`, in the order they first appear. `metric` picks the
+    test accuracy reported: final, or early-stopped (at the best validation epoch). Paired tests
+    run on integer counts of correct test images."""
     by_strategy = {}
     for r in runs:
         by_strategy.setdefault(r["strategy"], {})[r["seed"]] = r
@@ -200,20 +283,15 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
         reached = [epochs_to(r, target) for r in good.values()] if target is not None else []
         hit = [e for e in reached if e is not None]
         epoch_time, flops, updates = _costs(good.values())
-        out[name] = {
-            "seeds": sorted(seeds), "diverged": len(seeds) - len(ok(seeds)),
-            "epochs": mean_or_none([len(r["history"]["epoch"]) for r in good.values()]),
-            "final_acc_mean": mean_or_none(accs), "final_acc_std": std_or_none(accs),
-            "val_acc_mean": mean_or_none([val_score(r, metric) for r in good.values()
-                                          if val_score(r, metric) is not None]),
-            "diff_vs_standard": diff,
-            "epoch_time_s": epoch_time, "time_ratio": ratio(epoch_time, ref_time),
-            "train_flops": flops, "flops_ratio": ratio(flops, ref_flops),
-            "param_updates": updates, "updates_ratio": ratio(updates, ref_updates),
-            "epochs_to_target": mean_or_none(hit), "reached_target": len(hit),
-        }
-    return {"reference": reference, "target_acc": target, "target_frac": target_frac, "metric": metric,
-            "strategies": out}
+        out[name] = StrategySummary(
+            seeds=sorted(seeds), diverged=len(seeds) - len(ok(seeds)),
+            epochs=mean_or_none([len(r["history"]["epoch"]) for r in good.values()]),
+            final_acc_mean=mean_or_none(accs), final_acc_std=std_or_none(accs),
+            val_acc_mean=mean_or_none([val_score(r, metric) for r in good.values() if val_score(r, metric) is not None]),
+            diff_vs_standard=diff, epoch_time_s=epoch_time, time_ratio=ratio(epoch_time, ref_time),
+            train_flops=flops, flops_ratio=ratio(flops, ref_flops), param_updates=updates,
+            updates_ratio=ratio(updates, ref_updates), epochs_to_target=mean_or_none(hit), reached_target=len(hit))
+    return Summary(reference, target, target_frac, metric, out)
 
 
 def _fmt(x, spec=".2f", none="-"):
@@ -344,8 +422,19 @@ def equal_flops(runs, reference="standard"):
             mine.append(final_acc(r))
             theirs.append(at[1])
             epochs.append(round(at[0], 2))
-        out[name] = {**paired(mine, theirs), "reference_epochs": epochs, "left_out": sorted(beyond)}
+        d = paired(mine, theirs)
+        out[name] = EqualFlops(**{f.name: getattr(d, f.name) for f in fields(d)}, reference_epochs=epochs,
+                               left_out=sorted(beyond))
     return out
+
+
+@dataclass(frozen=True)
+class EqualFlops(Paired):
+    """A strategy's final accuracy minus the reference's, interpolated at the strategy's FLOPs, with
+    the reference's (fractional) epoch there for each seed and the seeds left out because their
+    budget lies beyond the reference's whole run."""
+    reference_epochs: list = field(default_factory=list)
+    left_out: list = field(default_factory=list)
 
 
 def budget_of(name):
@@ -371,9 +460,9 @@ def format_equal_flops(rows, reference="standard"):
             f"final acc minus {reference}'s there [95% CI]", "p", "p (Holm)", "left out"]
     body = []
     for n, d in rows.items():
-        left = d.get("left_out") or []
-        body.append([n, str(d["pairs"]), ",".join(map(str, d["reference_epochs"])), format_diff(d),
-                     _fmt(d["p_value"], ".2g"), _fmt(d.get("p_holm"), ".2g"),
+        left = d.left_out
+        body.append([n, str(d.pairs), ",".join(map(str, d.reference_epochs)), format_diff(d),
+                     _fmt(d.p_value, ".2g"), _fmt(d.p_holm, ".2g"),
                      f"seeds {','.join(map(str, left))}: budget beyond {reference}'s run" if left else "-"])
     return text_table(head, body)
 
@@ -390,22 +479,37 @@ def family(runs, pairs, margin=0.25, alpha=0.05):
         seeds = sorted({r["seed"] for r in runs if r["strategy"] in (a, b)})
         common = [s for s in seeds if (a, s) in good and (b, s) in good]
         d = paired([final_acc(good[a, s]) for s in common], [final_acc(good[b, s]) for s in common], n, margin)
-        rows.append({"a": a, "b": b, **d, "dropped": len(seeds) - len(common),
-                     "a_mean": mean_or_none(final_acc(good[a, s]) for s in common),
-                     "b_mean": mean_or_none(final_acc(good[b, s]) for s in common)})
-    for key, out in (("p_value", "p_holm"), ("p_tost", "p_tost_holm")):
-        for r, p in zip(rows, holm([r[key] for r in rows], m=len(rows))):
-            r[out] = p
-    return rows
+        rows.append(FamilyRow(a, b, mean_or_none(final_acc(good[a, s]) for s in common),
+                              mean_or_none(final_acc(good[b, s]) for s in common),
+                              replace(d, dropped=len(seeds) - len(common))))
+    return [replace(r, diff=d) for r, d in zip(rows, adjust([r.diff for r in rows]))]
+
+
+@dataclass(frozen=True)
+class FamilyRow(Record):
+    a: str
+    b: str
+    a_mean: float | None
+    b_mean: float | None
+    diff: Paired
+
+
+def adjust(family):
+    """The Paired comparisons of one declared family, each with its Holm-adjusted p-value and,
+    apart (the equivalence tests are a family of their own), its Holm-adjusted TOST p-value; the
+    family's size counts comparisons without a p-value too."""
+    m = len(family)
+    return [replace(d, p_holm=p, p_tost_holm=q) for d, p, q in
+            zip(family, holm([d.p_value for d in family], m=m), holm([d.p_tost for d in family], m=m))]
 
 
 def format_family(rows, alpha=0.05):
-    margin = rows[0]["margin"] if rows else 0.25
+    margin = rows[0].diff.margin if rows else 0.25
     head = ["comparison", "seeds", "A acc (%)", "B acc (%)", "A - B [95% CI]", "p", "p (Holm)",
             f"TOST +-{margin:g} p (Holm)", "verdict"]
-    body = [[f"{r['a']} - {r['b']}", f"{r['pairs']}" + (f" ({r['dropped']} diverged)" if r["dropped"] else ""),
-             _fmt(r["a_mean"]), _fmt(r["b_mean"]), format_diff(r), _fmt(r["p_value"], ".2g"),
-             _fmt(r["p_holm"], ".2g"), _fmt(r["p_tost_holm"], ".2g"), verdict(r, alpha)] for r in rows]
+    body = [[f"{r.a} - {r.b}", f"{r.diff.pairs}" + (f" ({r.diff.dropped} diverged)" if r.diff.dropped else ""),
+             _fmt(r.a_mean), _fmt(r.b_mean), format_diff(r.diff), _fmt(r.diff.p_value, ".2g"),
+             _fmt(r.diff.p_holm, ".2g"), _fmt(r.diff.p_tost_holm, ".2g"), verdict(r.diff, alpha)] for r in rows]
     return (text_table(head, body) + f"\nfamily: these {len(rows)} comparisons, declared before the runs; Holm over "
             f"the {len(rows)} difference tests, and apart over the {len(rows)} equivalence tests; paired t-tests on "
             f"the counts of correct test images")
@@ -452,9 +556,11 @@ def main(argv=None):
     if a.equal_flops and not a.against:  # one Holm family over every comparison printed
         configs = {f: folder_config(f) for f in a.folders}
         tables = {f: equal_flops(load_runs(f, configs[f]), a.reference) for f in a.folders}
-        rows = [d for t in tables.values() for d in t.values()]
-        for d, ph in zip(rows, holm([d["p_value"] for d in rows], m=len(rows))):
-            d["p_holm"] = ph
+        flat = [(f, n) for f, t in tables.items() for n in t]
+        adjusted = adjust([tables[f][n] for f, n in flat])  # one family: the folders given
+        for (f, n), d in zip(flat, adjusted):
+            tables[f][n] = d
+        rows = flat
         for i, (folder, t) in enumerate(tables.items()):
             print(("\n" if i else "") + folder)
             print(format_equal_flops(t, a.reference))

@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from strategies import RunName, StrategyName, knobs_of
-from stats import (final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged, std_or_none,
-                   summarize, test_acc, test_samples, text_table, val_score, verdict)
+from stats import (Paired, Record, adjust, final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged,
+                   std_or_none, summarize, test_acc, test_samples, text_table, val_score, verdict)
 
 ALPHA = 0.05
 MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
@@ -47,10 +47,115 @@ def _order(v):
     return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
 
 
+# --- the records ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MapRow(Record):
+    """One cell and strategy of the map, on the selection (tuning) seeds; its grid values read as
+    its own keys (row["lr"]) and are written beside the other columns."""
+    values: dict
+    strategy: str
+    seeds: int
+    diverged: int
+    test_acc_mean: float | None
+    test_acc_std: float | None
+    val_acc_mean: float | None
+    diff_vs_standard: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    p_holm: float | None
+    time_ratio: float | None
+    flops_ratio: float | None
+    updates_ratio: float | None
+
+    def __getitem__(self, key):
+        return self.values[key] if key in self.values else super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self.values.get(key, super().get(key, default))
+
+    def to_json(self):
+        return {**self.values, **{k: v for k, v in super().to_json().items() if k != "values"}}
+
+
+@dataclass(frozen=True)
+class OtherMetric(Record):
+    """The same runs scored by the other metric (final or early-stopped), beside the primary one."""
+    metric: str
+    test_acc_mean: float | None
+    diff_vs_standard: Paired | None = None
+
+
+@dataclass(frozen=True)
+class TunedEntry(Record):
+    """A strategy's tuned choice in one group, and how it does on the reported seeds; `choice` is
+    None (and `note` says why) when no candidate was eligible."""
+    choice: dict | None
+    lr: float | None = None
+    cell: dict | None = None
+    variant: str | None = None
+    knobs: dict = field(default_factory=dict)
+    edges: dict = field(default_factory=dict)
+    at_edge: str | None = None
+    val_acc_mean: float | None = None
+    selected_on: list = field(default_factory=list)
+    candidates: int = 0
+    train_flops_mean: float | None = None
+    test_acc_mean: float | None = None
+    test_acc_std: float | None = None
+    seeds: list = field(default_factory=list)
+    diverged: int = 0
+    confirmed: bool = False
+    other_metric: OtherMetric | None = None
+    diff_vs_standard: Paired | None = None
+    diff_vs_matched: Paired | None = None
+    matched_acc_mean: float | None = None
+    matched_run: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TunedGroup(Record):
+    group: dict
+    strategies: dict  # name -> TunedEntry
+
+
+@dataclass(frozen=True)
+class Family(Record):
+    """The comparisons an invocation declares as its answer: Holm adjusts exactly these (and,
+    apart, their equivalence tests)."""
+    name: str
+    size: int
+    members: list
+    tests: int
+    tost_tests: int = 0
+
+
+@dataclass(frozen=True)
+class SweepSummary(Record):
+    """sweep_summary.json: the map, the tuned comparison and its declared family."""
+    grid_keys: list
+    reference: str
+    alpha: float
+    margin: float | None
+    metric: str
+    tuned_keys: list
+    selection_seeds: list | None
+    confirm_seeds: list | None
+    rows: list
+    tuned: list | None
+    tuned_note: str | None
+    family: Family
+    dataset: str | None = None
+    runs_saved: int | None = None
+    runs_planned: int | None = None
+    complete: bool | None = None
+
+
 # --- the map -------------------------------------------------------------------------------
 def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric="final", tune=(),
                     selection_seeds=None, confirm_seeds=None, margin=MARGIN):
-    """cells: [(values, runs)] -> {"grid_keys", "rows", "tuned", "tuned_note", "family"}.
+    """cells: [(values, runs)] -> SweepSummary.
 
     Rows are per cell and strategy, on the selection (tuning) seeds. The declared family is what
     Holm adjusts, and nothing else is adjusted: with confirmation seeds, every strategy against
@@ -62,87 +167,89 @@ def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric=
     for values, runs in cells:
         runs = [r for r in runs if sel is None or r["seed"] in sel]
         s = summarize(runs, reference, target_frac, metric)
-        for name, st in s["strategies"].items():
-            d = st["diff_vs_standard"]
-            rows.append({**values, "strategy": name, "seeds": len(st["seeds"]), "diverged": st["diverged"],
-                         "test_acc_mean": st["final_acc_mean"], "test_acc_std": st["final_acc_std"],
-                         "val_acc_mean": st["val_acc_mean"], "diff_vs_standard": d["mean"],
-                         "ci_low": d["ci95_low"], "ci_high": d["ci95_high"], "p_value": d["p_value"],
-                         "p_holm": None, "time_ratio": st["time_ratio"], "flops_ratio": st["flops_ratio"],
-                         "updates_ratio": st["updates_ratio"]})
+        for name, st in s.strategies.items():
+            d = st.diff_vs_standard
+            rows.append(MapRow(dict(values), name, len(st.seeds), st.diverged, st.final_acc_mean, st.final_acc_std,
+                               st.val_acc_mean, d.mean, d.ci95_low, d.ci95_high, d.p_value, None, st.time_ratio,
+                               st.flops_ratio, st.updates_ratio))
     tuned, note = tuned_comparison(cells, keys, reference, tune, metric, selection_seeds, confirm_seeds, margin)
     if tuned is not None and confirm_seeds is not None:
-        _equal_compute(tuned, cells, reference, metric, confirm_seeds, margin)
-    family = declare_family(rows, tuned, reference, confirmed=confirm_seeds is not None)
-    return {"grid_keys": list(keys), "reference": reference, "alpha": ALPHA, "margin": margin, "metric": metric,
-            "tuned_keys": tune_keys(tune, keys), "selection_seeds": None if sel is None else sorted(sel),
-            "confirm_seeds": None if confirm_seeds is None else sorted(confirm_seeds),
-            "rows": rows, "tuned": tuned, "tuned_note": note, "family": family}
+        tuned = _equal_compute(tuned, cells, reference, metric, confirm_seeds, margin)
+    rows, tuned, family = declare_family(rows, tuned, reference, confirmed=confirm_seeds is not None)
+    return SweepSummary(list(keys), reference, ALPHA, margin, metric, tune_keys(tune, keys),
+                        None if sel is None else sorted(sel), None if confirm_seeds is None else sorted(confirm_seeds),
+                        rows, tuned, note, family)
 
 
 def _equal_compute(tuned, cells, reference, metric, seeds, margin=MARGIN):
-    """For each confirmed strategy with matched runs (standard@flops=<it>, in the reference's
-    chosen cell): the paired difference strategy - matched standard on the fresh seeds."""
+    """The tuned groups with, for each confirmed strategy that has matched runs (standard@flops=<it>,
+    in the reference's chosen cell), the paired difference strategy - matched standard on the
+    fresh seeds."""
     by_cell = {cell_key(v): runs for v, runs in cells}
+    out = []
     for g in tuned:
-        ref = g["strategies"].get(reference) or {}
-        if not ref.get("cell"):
+        ref = g.strategies.get(reference)
+        if ref is None or not ref.cell:
+            out.append(g)
             continue
-        runs = by_cell[cell_key(ref["cell"])]
-        for name, e in g["strategies"].items():
-            if name == reference or not e.get("cell"):
+        runs = by_cell[cell_key(ref.cell)]
+        entries = dict(g.strategies)
+        for name, e in g.strategies.items():
+            if name == reference or not e.cell:
                 continue
-            matched_name = str(RunName.matched("flops", StrategyName.parse(e["variant"])))
-            matched = {r["seed"]: r for r in runs if r["seed"] in seeds and not run_diverged(r)
-                       and r["strategy"] == matched_name}
-            mine = {r["seed"]: r for r in by_cell[cell_key(e["cell"])]
-                    if r["strategy"] == e["variant"] and r["seed"] in seeds and not run_diverged(r)}
+            matched_name = str(RunName.matched("flops", StrategyName.parse(e.variant)))
+            theirs = [r for r in runs if r["seed"] in seeds and r["strategy"] == matched_name]
+            ours = [r for r in by_cell[cell_key(e.cell)] if r["seed"] in seeds and r["strategy"] == e.variant]
+            matched = {r["seed"]: r for r in theirs if not run_diverged(r)}
+            mine = {r["seed"]: r for r in ours if not run_diverged(r)}
             common = sorted(set(matched) & set(mine))
-            planned = {r["seed"] for r in runs if r["seed"] in seeds and r["strategy"] == matched_name} | \
-                {r["seed"] for r in by_cell[cell_key(e["cell"])] if r["seed"] in seeds and r["strategy"] == e["variant"]}
             if common:
-                e["diff_vs_matched"] = {**paired([test_acc(mine[s], metric) for s in common],
-                                                 [test_acc(matched[s], metric) for s in common],
-                                                 test_samples([*mine.values(), *matched.values()]), margin),
-                                        "dropped": len(planned) - len(common)}
-                e["matched_acc_mean"] = mean_or_none(test_acc(matched[s], metric) for s in common)
-                e["matched_run"] = matched_name
+                d = paired([test_acc(mine[s], metric) for s in common], [test_acc(matched[s], metric) for s in common],
+                           test_samples([*mine.values(), *matched.values()]), margin)
+                entries[name] = replace(e, diff_vs_matched=replace(d, dropped=len({r["seed"] for r in theirs + ours})
+                                                                   - len(common)),
+                                        matched_acc_mean=mean_or_none(test_acc(matched[s], metric) for s in common),
+                                        matched_run=matched_name)
+        out.append(replace(g, strategies=entries))
+    return out
 
 
 def declare_family(rows, tuned, reference, confirmed):
-    """Name the family of comparisons this invocation reports as its answer, Holm-adjust exactly
-    those (the family's size counts comparisons without a p-value too), and return its record."""
-    if tuned is not None:
-        members = []
-        for g in tuned:
-            label = cell_label(g["group"]) or "all cells"
-            for name, e in g["strategies"].items():
-                for key, what in (("diff_vs_standard", f"{name} vs {reference}"),
-                                  ("diff_vs_matched", f"{name} vs {reference} at its FLOPs")):
-                    if key in e and (confirmed or key == "diff_vs_standard"):
-                        members.append((f"{label}: {what}", e[key]))
-        name = ("confirmed tuned comparisons and equal-compute comparisons, on fresh seeds" if confirmed
-                else "tuned comparisons, on the seeds they were selected on")
-    else:
-        members = [(f"{cell_label({k: v for k, v in r.items() if k in rows_keys(rows)})}: "
-                    f"{r['strategy']} vs {reference}", r) for r in rows if r["strategy"] != reference]
-        name = "every strategy against the reference in every cell of the map"
-    adjusted = holm([d["p_value"] for _, d in members], m=len(members))
-    for (_, d), p in zip(members, adjusted):
-        d["p_holm"] = p
-    # the equivalence tests are a family of their own, the same members, Holm over all of them
-    tosts = [d.get("p_tost") for _, d in members]
-    for (_, d), p in zip(members, holm(tosts, m=len(members))):
-        if "p_tost" in d:
-            d["p_tost_holm"] = p
-    return {"name": name, "size": len(members), "members": [label for label, _ in members],
-            "tests": sum(d["p_value"] is not None for _, d in members),
-            "tost_tests": sum(p is not None for p in tosts)}
+    """Name the family of comparisons this invocation reports as its answer and Holm-adjust
+    exactly those (the family's size counts comparisons without a p-value too; the equivalence
+    tests apart, over the same members); return (rows, tuned, Family) with the adjusted values."""
+    if tuned is None:
+        keys = rows_keys(rows)
+        members = [i for i, r in enumerate(rows) if r.strategy != reference]
+        p = holm([rows[i].p_value for i in members], m=len(members))
+        rows = list(rows)
+        for i, q in zip(members, p):
+            rows[i] = replace(rows[i], p_holm=q)
+        labels = [f"{cell_label({k: rows[i][k] for k in keys})}: {rows[i].strategy} vs {reference}" for i in members]
+        return rows, None, Family("every strategy against the reference in every cell of the map", len(members),
+                                  labels, sum(rows[i].p_value is not None for i in members))
+    slots = []  # (group index, strategy, field, label)
+    for gi, g in enumerate(tuned):
+        label = cell_label(g.group) or "all cells"
+        for name, e in g.strategies.items():
+            for key, what in (("diff_vs_standard", f"{name} vs {reference}"),
+                              ("diff_vs_matched", f"{name} vs {reference} at its FLOPs")):
+                if getattr(e, key) is not None and (confirmed or key == "diff_vs_standard"):
+                    slots.append((gi, name, key, f"{label}: {what}"))
+    adjusted = adjust([getattr(tuned[gi].strategies[n], k) for gi, n, k, _ in slots])
+    groups = [dict(g.strategies) for g in tuned]
+    for (gi, n, k, _), d in zip(slots, adjusted):
+        groups[gi][n] = replace(groups[gi][n], **{k: d})
+    tuned = [replace(g, strategies=s) for g, s in zip(tuned, groups)]
+    name = ("confirmed tuned comparisons and equal-compute comparisons, on fresh seeds" if confirmed
+            else "tuned comparisons, on the seeds they were selected on")
+    return rows, tuned, Family(name, len(slots), [label for *_, label in slots],
+                               sum(d.p_value is not None for d in adjusted), sum(d.p_tost is not None for d in adjusted))
 
 
 def rows_keys(rows):
-    skip = set(SWEEP_COLUMNS)
-    return [k for k in (rows[0] if rows else {}) if k not in skip]
+    """The grid keys of the map's rows."""
+    return list(rows[0].values) if rows else []
 
 
 def tune_keys(tune, keys):
@@ -179,45 +286,45 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
     out = []
     for rest, members in groups.items():
         choices = {n: _best_candidate(vs, members, tune, metric, selection_seeds) for n, vs in variants.items()}
-        entry = {"group": dict(rest), "strategies": {}}
+        # what each choice scores on the reported seeds: accuracies by seed, the other metric's too
         report = {}
         for name, c in choices.items():
             if c is None:
-                entry["strategies"][name] = {"lr": None, "choice": None,
-                                             "note": "no eligible candidate (diverged, or no common seed)"}
                 continue
             pool = c["runs"] if confirm_seeds is None else {
                 r["seed"]: r for r in c["all_runs"] if r["seed"] in confirm_seeds}
             good = {s: r for s, r in pool.items() if not run_diverged(r)}
-            accs = {s: test_acc(r, metric) for s, r in good.items()}
-            other = {s: test_acc(r, _other(metric)) for s, r in good.items()}
-            report[name] = (accs, other, test_samples(good.values()), set(pool))
-            entry["strategies"][name] = {
-                "choice": c["choice"], "lr": c["choice"].get("lr"), "cell": c["cell"], "variant": c["variant"],
-                "knobs": c["knobs"], "edges": c["edges"],
-                "at_edge": " and ".join(f"{e} {k}" for k, e in c["edges"].items() if e) or None,
-                "val_acc_mean": c["val"], "selected_on": c["seeds"], "candidates": c["candidates"],
-                "train_flops_mean": mean_or_none(sum(r["history"]["train_flops"]) for r in c["runs"].values()),
-                "test_acc_mean": mean_or_none(accs.values()), "test_acc_std": std_or_none(accs.values()),
-                "seeds": sorted(accs), "diverged": len(pool) - len(good),
-                "confirmed": confirm_seeds is not None,
-                "other_metric": {"metric": _other(metric), "test_acc_mean": mean_or_none(
-                    v for v in other.values() if v is not None)}}
-        if reference in report:
-            ref_accs, ref_other, n_ref, ref_planned = report[reference]
-            for name, (accs, other, n_a, planned) in report.items():
-                if name == reference:
-                    continue
-                e, n = entry["strategies"][name], n_ref if n_ref == n_a else None
+            report[name] = ({s: test_acc(r, metric) for s, r in good.items()},
+                            {s: test_acc(r, _other(metric)) for s, r in good.items()}, test_samples(good.values()),
+                            set(pool))
+        entries = {}
+        for name, c in choices.items():
+            if c is None:
+                entries[name] = TunedEntry(None, note="no eligible candidate (diverged, or no common seed)")
+                continue
+            accs, other, n_a, planned = report[name]
+            diff = other_diff = None
+            if reference in report and name != reference:
+                ref_accs, ref_other, n_ref, ref_planned = report[reference]
+                n = n_ref if n_ref == n_a else None  # integer counts only on one test-set size
                 common = sorted(set(accs) & set(ref_accs))
                 # a seed that diverged on either side is not a pair: counted, and shown, as dropped
-                e["diff_vs_standard"] = {**paired([accs[s] for s in common], [ref_accs[s] for s in common], n,
-                                                  margin), "dropped": len(planned | ref_planned) - len(common)}
+                diff = replace(paired([accs[s] for s in common], [ref_accs[s] for s in common], n, margin),
+                               dropped=len(planned | ref_planned) - len(common))
                 common = [s for s in common if other[s] is not None and ref_other[s] is not None]
                 # reported beside the primary metric, unadjusted: not a member of the family
-                e["other_metric"]["diff_vs_standard"] = paired([other[s] for s in common],
-                                                               [ref_other[s] for s in common], n)
-        out.append(entry)
+                other_diff = paired([other[s] for s in common], [ref_other[s] for s in common], n)
+            entries[name] = TunedEntry(
+                c["choice"], lr=c["choice"].get("lr"), cell=c["cell"], variant=c["variant"], knobs=c["knobs"],
+                edges=c["edges"], at_edge=" and ".join(f"{e} {k}" for k, e in c["edges"].items() if e) or None,
+                val_acc_mean=c["val"], selected_on=c["seeds"], candidates=c["candidates"],
+                train_flops_mean=mean_or_none(sum(r["history"]["train_flops"]) for r in c["runs"].values()),
+                test_acc_mean=mean_or_none(accs.values()), test_acc_std=std_or_none(accs.values()),
+                seeds=sorted(accs), diverged=len(planned) - len(accs), confirmed=confirm_seeds is not None,
+                other_metric=OtherMetric(_other(metric), mean_or_none(v for v in other.values() if v is not None),
+                                         other_diff),
+                diff_vs_standard=diff)
+        out.append(TunedGroup(dict(rest), entries))
     return out, None
 
 
