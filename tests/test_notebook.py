@@ -16,7 +16,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "diff vs standard [95% CI]" in outputs  # the summary table printed
-    assert "alternating-25" in outputs
+    assert "alternating-25" in outputs and "late-freeze[after=0.75]" in outputs  # the example plugin ran
     assert (tmp_path / "out" / "comparison_results.png").exists()
     assert (tmp_path / "out" / "alternation_period.png").exists()
     # the second experiment kept the first one's strategies in the folder's summary
@@ -32,3 +32,12 @@ def test_notebook_defines_no_model_or_loop():
     for forbidden in ("class ", "nn.Module", "loss.backward", "optimizer.step", "nn.Linear"):
         assert forbidden not in source, forbidden
     assert "from tqdm import tqdm" not in source
+
+
+def test_the_stored_notebook_carries_no_widget_outputs():
+    """Progress is plain text or nothing in a notebook: no frozen widget bars on a code host."""
+    nb = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {})
+            assert "\r" not in o.get("text", "") and "it/s]" not in o.get("text", "")
