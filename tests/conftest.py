@@ -21,6 +21,16 @@ def pytest_configure(config):
     os.environ.setdefault("ALTFREEZE_SLURM_GRACE_S", "5")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (pytest.ini runs 2 processes) every test on the real SLURM cluster goes to
+    one process, so that one cluster serves them all, one test after another; the other process
+    meanwhile runs the rest."""
+    import pytest as _pytest
+    for item in items:
+        if "slurm" in getattr(item, "fixturenames", ()):
+            item.add_marker(_pytest.mark.xdist_group("slurm"))
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu",
                      help="device for the device-dependent tests (those using the `device` fixture), "
