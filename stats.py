@@ -179,6 +179,12 @@ def final_acc(run):
     return run["history"]["test_acc"][-1]
 
 
+def final_train_acc(run):
+    """Training accuracy over the last epoch (train mode: dropout on, weights moving), or None for
+    runs saved before it was recorded."""
+    return (run["history"].get("train_acc") or [None])[-1]
+
+
 def final_val_acc(run):
     """Validation accuracy after the last epoch, or None without a validation split."""
     v = run["history"].get("val_acc") or [None]
@@ -472,16 +478,24 @@ def family(runs, pairs, margin=0.25, alpha=0.05):
     final accuracy minus b's on the seeds both have (diverged runs counted, not silently paired),
     with Holm over the family's difference tests and, apart, over its equivalence tests (TOST
     at +-margin)."""
-    good = {(r["strategy"], r["seed"]): r for r in runs if not run_diverged(r)}
-    n = test_samples(runs)
-    rows = []
-    for a, b in pairs:
-        seeds = sorted({r["seed"] for r in runs if r["strategy"] in (a, b)})
-        common = [s for s in seeds if (a, s) in good and (b, s) in good]
-        d = paired([final_acc(good[a, s]) for s in common], [final_acc(good[b, s]) for s in common], n, margin)
-        rows.append(FamilyRow(a, b, mean_or_none(final_acc(good[a, s]) for s in common),
-                              mean_or_none(final_acc(good[b, s]) for s in common),
-                              replace(d, dropped=len(seeds) - len(common))))
+    return adjusted([compare(runs, a, runs, b, margin) for a, b in pairs])
+
+
+def compare(runs_a, a, runs_b, b, margin=0.25, metric="final"):
+    """Strategy a of runs_a against strategy b of runs_b (two folders, or one), paired by seed on
+    the seeds where both ran without diverging; a seed either lost to divergence is counted."""
+    good_a = {r["seed"]: r for r in runs_a if r["strategy"] == a and not run_diverged(r)}
+    good_b = {r["seed"]: r for r in runs_b if r["strategy"] == b and not run_diverged(r)}
+    seeds = {r["seed"] for r in runs_a if r["strategy"] == a} | {r["seed"] for r in runs_b if r["strategy"] == b}
+    common = sorted(set(good_a) & set(good_b))
+    n = test_samples([*good_a.values(), *good_b.values()])
+    acc_a, acc_b = [test_acc(good_a[s], metric) for s in common], [test_acc(good_b[s], metric) for s in common]
+    return FamilyRow(a, b, mean_or_none(acc_a), mean_or_none(acc_b),
+                     replace(paired(acc_a, acc_b, n, margin), dropped=len(seeds) - len(common)))
+
+
+def adjusted(rows):
+    """FamilyRows of one declared family with Holm applied (see adjust)."""
     return [replace(r, diff=d) for r, d in zip(rows, adjust([r.diff for r in rows]))]
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from strategies import RunName, StrategyName, knobs_of
-from stats import (Paired, Record, adjust, final_val_acc, format_diff, holm, mean_or_none, paired, run_diverged,
-                   std_or_none, summarize, test_acc, test_samples, text_table, val_score, verdict)
+from stats import (Paired, Record, adjust, final_acc, final_train_acc, final_val_acc, format_diff, holm,
+                   mean_or_none, paired, run_diverged, std_or_none, summarize, test_acc, test_samples, text_table, val_score, verdict)
 
 ALPHA = 0.05
 MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
@@ -103,6 +103,8 @@ class TunedEntry(Record):
     train_flops_mean: float | None = None
     test_acc_mean: float | None = None
     test_acc_std: float | None = None
+    train_acc_mean: float | None = None
+    train_test_gap: float | None = None  # mean over seeds of last-epoch train minus final test accuracy
     seeds: list = field(default_factory=list)
     diverged: int = 0
     confirmed: bool = False
@@ -295,6 +297,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 r["seed"]: r for r in c["all_runs"] if r["seed"] in confirm_seeds}
             good = {s: r for s, r in pool.items() if not run_diverged(r)}
             report[name] = ({s: test_acc(r, metric) for s, r in good.items()},
+                            {s: r for s, r in good.items()},
                             {s: test_acc(r, _other(metric)) for s, r in good.items()}, test_samples(good.values()),
                             set(pool))
         entries = {}
@@ -302,10 +305,11 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
             if c is None:
                 entries[name] = TunedEntry(None, note="no eligible candidate (diverged, or no common seed)")
                 continue
-            accs, other, n_a, planned = report[name]
+            accs, good_runs, other, n_a, planned = report[name]
+            train = {s: final_train_acc(r) for s, r in good_runs.items() if final_train_acc(r) is not None}
             diff = other_diff = None
             if reference in report and name != reference:
-                ref_accs, ref_other, n_ref, ref_planned = report[reference]
+                ref_accs, _, ref_other, n_ref, ref_planned = report[reference]
                 n = n_ref if n_ref == n_a else None  # integer counts only on one test-set size
                 common = sorted(set(accs) & set(ref_accs))
                 # a seed that diverged on either side is not a pair: counted, and shown, as dropped
@@ -320,6 +324,8 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 val_acc_mean=c["val"], selected_on=c["seeds"], candidates=c["candidates"],
                 train_flops_mean=mean_or_none(sum(r["history"]["train_flops"]) for r in c["runs"].values()),
                 test_acc_mean=mean_or_none(accs.values()), test_acc_std=std_or_none(accs.values()),
+                train_acc_mean=mean_or_none(train.values()),
+                train_test_gap=mean_or_none(train[s] - final_acc(good_runs[s]) for s in train),
                 seeds=sorted(accs), diverged=len(planned) - len(accs), confirmed=confirm_seeds is not None,
                 other_metric=OtherMetric(_other(metric), mean_or_none(v for v in other.values() if v is not None),
                                          other_diff),
@@ -469,7 +475,8 @@ def format_tuned(summary):
     confirmed = summary.get("confirm_seeds") is not None
     other = "early-stopped" if summary.get("metric", "final") == "final" else "final"
     tost = [f"TOST +-{margin:g} p (Holm)", "verdict"] if margin is not None else []
-    head = ["group", "strategy", "choice (on validation)", "val acc (%)", "test acc (%)", "pairs",
+    head = ["group", "strategy", "choice (on validation)", "val acc (%)", "test acc (%)", "train acc (%)",
+            "train-test gap", "pairs",
             f"diff vs {ref} [95% CI]", "p", "p (Holm)", *tost, f"{other}: diff [95% CI]", "note"]
     body, matched = [], []
     star = lambda d: "*" if d and d.get("p_holm") is not None and d["p_holm"] < alpha else ""  # noqa: E731
@@ -485,6 +492,7 @@ def format_tuned(summary):
             body.append([label, name, cell_label(e["choice"]), _f(e["val_acc_mean"], ".2f"),
                          _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else
                                                           f" +- {e['test_acc_std']:.2f}"),
+                         _f(e.get("train_acc_mean"), ".2f"), _f(e.get("train_test_gap"), ".2f"),
                          _pairs(d, e), diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
                          *(_tost(d, alpha) if tost else []),
                          "(reference)" if name == ref else format_diff(e["other_metric"].get("diff_vs_standard")),
@@ -503,7 +511,9 @@ def format_tuned(summary):
     text = (f"tuned comparison: each strategy at its own best {what}, chosen on "
             f"mean {'best ' if summary.get('metric') == 'early-stopped' else 'final '}validation accuracy "
             f"over the seeds every candidate has"
-            + (f" (of {_seeds(sel)})" if sel else "") + f"; {where}\n" + text_table(head, body))
+            + (f" (of {_seeds(sel)})" if sel else "") + f"; {where}; train acc is the last epoch's "
+            "accuracy on the training batches as they were trained (dropout on), the gap train minus test "
+            "by seed\n" + text_table(head, body))
     if matched:
         text += ("\nequal compute: each strategy against a standard run (standard's tuned settings, its lr "
                  "schedule fitted) stopped at the strategy's training FLOPs, same fresh seeds\n"

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from stats import format_table, mean_ci, summarize, t_quantile_975
@@ -247,3 +248,19 @@ def test_equal_flops_says_which_seeds_it_leaves_out():
     rows = equal_flops(runs)
     assert rows["alternating-epoch"].pairs == 2 and rows["alternating-epoch"].left_out == [2]
     assert "seeds 2: budget beyond standard's run" in format_equal_flops(rows)
+
+
+def test_compare_pairs_two_folders_by_seed_and_counts_a_seed_lost_to_divergence():
+    """The budget comparison pairs a strategy's folder with standard's (each at its own tuned
+    settings) by seed; a seed that diverged on either side is dropped and counted, not hidden."""
+    from stats import adjusted, compare
+    a = [_one("alternating-epoch", s, 9000 + 10 * s + 5) for s in range(2, 7)]
+    a[0] = _one("alternating-epoch", 2, 0, diverged=True)
+    b = [_one("standard", s, 9000 + 10 * s + (s % 2)) for s in range(2, 7)]
+    row = compare(a, "alternating-epoch", b, "standard", margin=0.25)
+    assert row.diff.pairs == 4 and row.diff.dropped == 1
+    assert row.diff.mean == pytest.approx(np.mean([0.05 - 0.01 * (s % 2) for s in range(3, 7)]))
+    assert row.a_mean == pytest.approx(np.mean([90.05 + 0.1 * s for s in range(3, 7)]))
+    c = [_one("layer-freezing", s, 9000 + 10 * s - 20 + s % 3) for s in range(2, 7)]
+    fixed = adjusted([row, compare(c, "layer-freezing", b, "standard", margin=0.25)])
+    assert fixed[0].diff.p_holm >= row.diff.p_value  # Holm never lowers a p-value

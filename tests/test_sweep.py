@@ -280,3 +280,25 @@ def test_ties_between_candidates_are_broken_the_same_whatever_order_the_runs_com
         e = groups[0]["strategies"]["alternating-k"]
         picks.add((e["variant"], e["choice"]["lr"]))
     assert picks == {("alternating-k", 0.001)}
+
+
+def test_the_tuned_table_reports_each_strategys_train_accuracy_and_train_test_gap():
+    """Regulariser or slow learner: the gap is last-epoch train minus final test accuracy, by seed;
+    runs saved before train accuracy was recorded give '-', not a number."""
+    from sweep import format_tuned, summarize_sweep
+
+    def run(strategy, seed, train, test):
+        r = _run(strategy, seed, test, 60.0)
+        r["history"]["train_acc"] = [train]
+        return r
+    runs = [run("standard", s, 80.0 + s, 57.0 + s / 2) for s in range(4)]
+    runs += [run("alternating-epoch", s, 71.0, 56.0) for s in range(4)]
+    runs += [_run("freezeout", s, 55.0, 60.0) for s in range(4)]  # no train_acc: an old run
+    s = summarize_sweep([({"lr": 0.001}, runs)], ["lr"], tune=("lr",), selection_seeds=[0, 1], confirm_seeds=[2, 3])
+    e = s["tuned"][0]["strategies"]
+    assert e["standard"]["train_acc_mean"] == pytest.approx(82.5)
+    assert e["standard"]["train_test_gap"] == pytest.approx(82.5 - 58.25)
+    assert e["alternating-epoch"]["train_test_gap"] == pytest.approx(15.0)
+    assert e["freezeout"]["train_acc_mean"] is None and e["freezeout"]["train_test_gap"] is None
+    table = format_tuned(s)
+    assert "train-test gap" in table.splitlines()[1] and "15.00" in table
