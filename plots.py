@@ -393,3 +393,40 @@ def plot_forest(rows, path=None, title=""):
     if path:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def plot_gaps(rows, path=None, xlabel="", title="", margin=None, log_x=False):
+    """Each strategy's paired difference to its reference (points, 95% interval) against a setting
+    such as depth or epochs: one line per strategy, offset a little so that intervals do not
+    overlap, with the equivalence band +-margin shaded."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    names = list(dict.fromkeys(r["strategy"] for r in rows))
+    xs = sorted({r["x"] for r in rows})
+    for i, name in enumerate(names):
+        mine = sorted((r for r in rows if r["strategy"] == name and r["mean"] is not None), key=lambda r: r["x"])
+        if not mine:
+            continue
+        shift = (i - (len(names) - 1) / 2) * 0.04  # in decades when log_x, else in units of x
+        x = [r["x"] * 10 ** shift if log_x else r["x"] + shift * (max(xs) - min(xs) or 1) for r in mine]
+        low = [r["mean"] - (r["ci95_low"] if r["ci95_low"] is not None else r["mean"]) for r in mine]
+        high = [(r["ci95_high"] if r["ci95_high"] is not None else r["mean"]) - r["mean"] for r in mine]
+        color, ls = style(name.split("[")[0])
+        ax.errorbar(x, [r["mean"] for r in mine], yerr=[low, high], color=color, ls=ls, marker="o",
+                    capsize=3, lw=1.4, label=name)
+    ax.axhline(0, color="k", lw=1)
+    if margin:
+        ax.axhspan(-margin, margin, color="0.85", zorder=0, label=f"equivalence margin +-{margin:g}")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("difference in test accuracy (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig

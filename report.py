@@ -12,8 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
-from plots import plot_forest
-from stats import format_diff, load_runs, paired, test_samples, text_table
+from plots import plot_forest, plot_gaps
+from stats import adjusted, compare, format_diff, load_runs, paired, test_samples, text_table, verdict
+
+DEPTH_2 = "protocol-knobs-fashion-mnist"  # the depth-2, 15-epoch protocol with every method's knobs
+DEPTHS = "protocol-depth-fashion-mnist"   # depth 4 and 8, the depth-2 choices of knobs
+BUDGET = "budget-fashion-mnist"           # one folder per strategy, cells epochs=40 and epochs=100
+BUDGET_STRATEGIES = ("standard", "alternating-epoch", "layer-freezing")
 
 
 def folder_comparisons(folder, pairs, section):
@@ -47,6 +52,65 @@ def protocol_comparisons(folder, section):
     return rows, note
 
 
+def tuned_gaps(folder, x_of):
+    """Each confirmed strategy's difference to tuned standard, one row per group of the sweep, at
+    x = x_of(group); Holm and TOST as its sweep_summary.json has them (that folder's family)."""
+    path = Path(folder, "sweep_summary.json")
+    if not path.exists():
+        return [], f"{folder}: not run yet"
+    s = json.loads(path.read_text())
+    if not s.get("confirm_seeds") or not s.get("complete", True):
+        return [], f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
+    rows = [{"strategy": name, "x": x_of(g["group"]), "seeds": e["diff_vs_standard"]["pairs"],
+             "family": f"{Path(folder).name} ({s['family']['size']})", **e["diff_vs_standard"]}
+            for g in s["tuned"] for name, e in g["strategies"].items() if e.get("diff_vs_standard")]
+    return rows, None
+
+
+def depth_gaps(root="results"):
+    """Gap to tuned standard against depth: depth 2 from the knobs protocol, 4 and 8 from the
+    depth protocol (each depth's strategies at their depth-2 knob choices)."""
+    rows, notes = [], []
+    for folder, x_of in ((DEPTH_2, lambda g: 2), (DEPTHS, lambda g: g["depth"])):
+        r, note = tuned_gaps(Path(root, folder), x_of)
+        rows += r
+        notes += [note] if note else []
+    keep = {r["strategy"] for r in rows if r["x"] != 2}  # the strategies the depth protocol runs
+    return [r for r in rows if r["strategy"] in keep], notes
+
+
+def budget_gaps(root="results", margin=0.25):
+    """Gap to tuned standard against the epoch budget: 15 epochs from the knobs protocol; 40 and
+    100 from the budget folders, one family of four comparisons (Holm, and TOST at +-margin)
+    declared before those runs: alternating-epoch and layer-freezing against standard at each."""
+    rows, note = tuned_gaps(Path(root, DEPTH_2), lambda g: 15)
+    rows = [r for r in rows if r["strategy"] in BUDGET_STRATEGIES]
+    notes = [note] if note else []
+    folders = {n: Path(root, BUDGET, n) for n in BUDGET_STRATEGIES}
+    if not all((f / "sweep_summary.json").exists() for f in folders.values()):
+        return rows, notes + [f"{Path(root, BUDGET)}: not run yet"]
+    family = []
+    for epochs in (40, 100):
+        runs = {n: load_runs(f / f"epochs={epochs}") for n, f in folders.items()}
+        name = {n: next(iter({r["strategy"] for r in rs})) for n, rs in runs.items()}  # its knob variant
+        for n in BUDGET_STRATEGIES[1:]:
+            family.append((epochs, n, compare(runs[n], name[n], runs["standard"], name["standard"], margin)))
+    fixed = adjusted([row for _, _, row in family])
+    for (epochs, n, _), row in zip(family, fixed):
+        rows.append({"strategy": n, "x": epochs, "seeds": row.diff.pairs,
+                     "family": f"{BUDGET} (4)", **row.diff.to_json()})
+    return rows, notes
+
+
+def format_gaps(rows, what):
+    return text_table([what, "strategy", "seeds", "difference vs tuned standard [95% CI]", "p (Holm)",
+                       "TOST p (Holm)", "verdict", "family (size)"],
+                      [[f"{r['x']:g}", r["strategy"], r["seeds"], format_diff(r),
+                        "-" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
+                        "-" if r.get("p_tost_holm") is None else f"{r['p_tost_holm']:.2g}",
+                        verdict(r), r["family"]] for r in sorted(rows, key=lambda r: (r["x"], r["strategy"]))])
+
+
 def collect(root="results"):
     root = Path(root)
     rows, notes = [], []
@@ -77,7 +141,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--results", default="results", metavar="DIR", help="the committed results folder")
-    p.add_argument("--out", default="results/headline.png", metavar="PNG", help="where the figure goes")
+    p.add_argument("--out", default="results/headline.png", metavar="PNG",
+                   help="where the headline figure goes; gap_vs_depth.png and gap_vs_budget.png go beside it")
+    p.add_argument("--margin", type=float, default=0.25, help="the declared equivalence margin (points)")
     a = p.parse_args(argv)
     rows, notes = collect(a.results)
     print(text_table(["comparison", "", "seeds", "difference, points [95% CI]", "p", "p (Holm, its family)"],
@@ -88,6 +154,18 @@ def main(argv=None):
         print(n)
     plot_forest(rows, a.out, title="Paired differences in test accuracy (points, 95% t-intervals)")
     print(f"wrote {a.out}")
+    out = Path(a.out).parent
+    for what, gaps, png, log_x in (("depth", depth_gaps, "gap_vs_depth.png", True),
+                                   ("epochs", budget_gaps, "gap_vs_budget.png", True)):
+        rows, notes = gaps(a.results)
+        print(f"\nthe gap against {what} (Fashion-MNIST, tuned on validation, 10 fresh seeds)")
+        print(format_gaps(rows, what) if rows else "(no runs yet)")
+        for n in notes:
+            print(n)
+        if rows:
+            plot_gaps(rows, out / png, xlabel=what, log_x=log_x, margin=a.margin,
+                      title=f"Fashion-MNIST: each strategy minus tuned standard against {what} (95% intervals)")
+            print(f"wrote {out / png}")
 
 
 if __name__ == "__main__":
