@@ -16,7 +16,7 @@ from plots import plot_forest, plot_gaps
 from stats import adjusted, compare, format_diff, load_runs, paired, test_samples, text_table, verdict
 
 DEPTH_2 = "protocol-knobs-fashion-mnist"  # the depth-2, 15-epoch protocol with every method's knobs
-DEPTHS = "protocol-depth-fashion-mnist"   # depth 4 and 8, the depth-2 choices of knobs
+DEPTHS = {4: "protocol-depth4-fashion-mnist", 8: "protocol-depth8-fashion-mnist"}  # the depth-2 knob choices
 BUDGET = "budget-fashion-mnist"           # one folder per strategy, cells epochs=40 and epochs=100
 BUDGET_STRATEGIES = ("standard", "alternating-epoch", "layer-freezing")
 
@@ -68,11 +68,11 @@ def tuned_gaps(folder, x_of):
 
 
 def depth_gaps(root="results"):
-    """Gap to tuned standard against depth: depth 2 from the knobs protocol, 4 and 8 from the
-    depth protocol (each depth's strategies at their depth-2 knob choices)."""
+    """Gap to tuned standard against depth: depth 2 from the knobs protocol, 4 and 8 from one
+    protocol each (its strategies at their depth-2 knob choices, lr tuned at that depth)."""
     rows, notes = [], []
-    for folder, x_of in ((DEPTH_2, lambda g: 2), (DEPTHS, lambda g: g["depth"])):
-        r, note = tuned_gaps(Path(root, folder), x_of)
+    for depth, folder in ((2, DEPTH_2), *DEPTHS.items()):
+        r, note = tuned_gaps(Path(root, folder), lambda g, depth=depth: depth)
         rows += r
         notes += [note] if note else []
     keep = {r["strategy"] for r in rows if r["x"] != 2}  # the strategies the depth protocol runs
