@@ -41,3 +41,4 @@ def test_the_stored_notebook_carries_no_widget_outputs():
         for o in c.get("outputs", []):
             assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {})
             assert "\r" not in o.get("text", "") and "it/s]" not in o.get("text", "")
+    assert "widgets" not in nb.metadata  # no saved widget state (frozen bars) either
