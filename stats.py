@@ -524,7 +524,7 @@ def format_family(rows, alpha=0.05):
     body = [[f"{r.a} - {r.b}", f"{r.diff.pairs}" + (f" ({r.diff.dropped} diverged)" if r.diff.dropped else ""),
              _fmt(r.a_mean), _fmt(r.b_mean), format_diff(r.diff), _fmt(r.diff.p_value, ".2g"),
              _fmt(r.diff.p_holm, ".2g"), _fmt(r.diff.p_tost_holm, ".2g"), verdict(r.diff, alpha)] for r in rows]
-    return (text_table(head, body) + f"\nfamily: these {len(rows)} comparisons, declared before the runs; Holm over "
+    return (text_table(head, body) + f"\nfamily: these {len(rows)} comparisons (--family); Holm over "
             f"the {len(rows)} difference tests, and apart over the {len(rows)} equivalence tests; paired t-tests on "
             f"the counts of correct test images")
 

@@ -454,8 +454,8 @@ def format_sweep(summary):
         parts.append(f"tuned comparison: not made; {summary['tuned_note']}")
     else:
         parts.append(format_tuned(summary))
-    tost = (f"; each is also an equivalence test (TOST, margin +-{summary['margin']:g} points, declared before "
-            f"the runs): {fam.get('tost_tests', 0)} with a p-value, Holm over all {fam['size']} of them as a family "
+    tost = (f"; each is also an equivalence test (TOST, margin +-{summary['margin']:g} points, "
+            f"--margin): {fam.get('tost_tests', 0)} with a p-value, Holm over all {fam['size']} of them as a family "
             f"of their own" if summary.get("margin") is not None and summary["tuned"] is not None else "")
     parts.append(f"family ({fam['name']}): {fam['size']} comparisons, {fam['tests']} with a p-value; "
                  f"Holm over all {fam['size']}; * adjusted p < {summary['alpha']}; paired t-tests on the "
