@@ -19,6 +19,14 @@ def pytest_configure(config):
     # how long a SLURM launcher waits for the run file of a job that ended (60 s allows for NFS);
     # the test cluster writes to local disk, where the file is there when the job ends
     os.environ.setdefault("ALTFREEZE_SLURM_GRACE_S", "5")
+    # under pytest-xdist (a process per core) each test process, and every process its tests start,
+    # gets its share of the cores: 2 test processes on 2 cores with 2 torch threads each ran the
+    # suite slower than one process did. Tests that need a thread count set it themselves.
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if n > 1:
+        share = max(1, len(os.sched_getaffinity(0)) // n)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 def pytest_collection_modifyitems(config, items):

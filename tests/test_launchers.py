@@ -212,9 +212,11 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
     local = subprocess.Popen(base + ["--workers", "2", "--out", str(tmp_path / "local")], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    unsaved = False  # whether a time limit ended a job without its USR2 (SLURM's flake, below)
     for _ in range(2):
         if done.returncode == 0:
             break
+        unsaved = True
         # SLURM 22.05 sometimes gives a requeued job no time-limit USR2 in its next attempt (seen
         # after the early USR2 above, and on a loaded CI machine after a time-limit requeue too), so
         # the time limit ends it unsaved; the next invocation submits it again and it resumes from
@@ -224,16 +226,19 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     final = json.loads((out / "slurm" / "jobs.json").read_text())
-    # a run requeued at its time limit restarts and resumes inside its own job (the stale USR2 that
-    # SLURM sends at the restart used to kill it, exit 140: launchers.USR2_SAFE_PYTHON)
     def job_log(job):
         return "".join(f.read_text() for f in (out / "slurm").glob(f"{job}_*log.*"))
-    first_job = job_log(jobs[f"{out}::standard::1"])
-    assert "resumed standard seed 1 from epoch" in first_job, (final, first_job)
-    logs = {s: "".join(job_log(j) for j in {jobs[f"{out}::standard::{s}"], final[f"{out}::standard::{s}"]})
-            for s in (0, 1)}
+    requeued = "Exiting gracefully after preemption/timeout"
     for s in (0, 1):
-        assert "Exiting gracefully after preemption/timeout" in logs[s], (s, logs[s])  # requeued at least once
-        assert f"resumed standard seed {s} from epoch" in logs[s], (s, logs[s])
+        own = job_log(jobs[f"{out}::standard::{s}"])
+        # a run requeued in its own job restarts and resumes there (the stale USR2 that SLURM sends at
+        # the restart used to kill it, exit 140: launchers.USR2_SAFE_PYTHON). Seed 0 always is (the
+        # early USR2); seed 1 is unless SLURM sent its first attempt no time-limit USR2 at all (seen on
+        # a loaded CI machine: the time limit ended it unsaved, and the rerun above submitted it again)
+        assert requeued in own or (s == 1 and unsaved), (s, final, own)
+        if requeued in own:
+            assert f"resumed standard seed {s} from epoch" in own, (s, final, own)
+        logs = own + job_log(final[f"{out}::standard::{s}"])
+        assert f"resumed standard seed {s} from epoch" in logs, (s, logs)  # never started over
     assert local.wait(timeout=600) == 0
     assert _results(out) == _results(tmp_path / "local")
