@@ -364,6 +364,16 @@ def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=
 
 
 # --- the headline forest plot -----------------------------------------------------------------
+def _verdict_colour(r, alpha=0.05):
+    """A comparison's colour from its Holm-adjusted tests: a raw interval that excludes 0 is not a
+    verdict, so a comparison outside any declared family is grey whatever its interval."""
+    if r.get("p_holm") is None:
+        return "0.6"
+    if r["p_holm"] < alpha:
+        return "C3"
+    return "C0" if r.get("p_tost_holm") is not None and r["p_tost_holm"] < alpha else "k"
+
+
 def plot_forest(rows, path=None, title=""):
     """One row per paired comparison (mean and 95% interval, in points), grouped by section."""
     sections = list(dict.fromkeys(r["section"] for r in rows))
@@ -377,8 +387,7 @@ def plot_forest(rows, path=None, title=""):
         for r in (r for r in rows if r["section"] == sec):
             if r["mean"] is not None:
                 err = None if r["ci95_low"] is None else [[r["mean"] - r["ci95_low"]], [r["ci95_high"] - r["mean"]]]
-                ax.errorbar(r["mean"], y, xerr=err, fmt="o", color="k" if r["ci95_low"] is None or
-                            r["ci95_low"] <= 0 <= r["ci95_high"] else "C3", capsize=3)
+                ax.errorbar(r["mean"], y, xerr=err, fmt="o", color=_verdict_colour(r), capsize=3)
             ticks.append(y)
             labels.append(f"{r['label']} (n={r['seeds']})")
             y += 1
@@ -387,7 +396,9 @@ def plot_forest(rows, path=None, title=""):
     ax.set_yticks(ticks, labels, fontsize=8)
     ax.set_ylim(y - 0.5, -0.8)
     ax.grid(alpha=0.3, axis="x")
-    ax.set_xlabel("difference in test accuracy (points); red: the interval excludes 0")
+    ax.set_xlabel("difference in test accuracy (points)\nred: behind or ahead (Holm over its declared family); "
+                  "blue: equivalent within the margin (TOST, Holm)\nblack: not shown different; "
+                  "grey: outside any declared family (unadjusted)", fontsize=8)
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
     if path:

@@ -60,3 +60,15 @@ def test_the_budget_gaps_pair_each_strategys_folder_with_standards_and_holm_over
     alt40 = next(r for r in family if r["strategy"] == "alternating-epoch" and r["x"] == 40)
     assert alt40["mean"] == pytest.approx(-0.40 + 0.011)  # -40 images, plus s % 3 (a mean of 1.1 over seeds 2-11)
     assert [r["p_holm"] for r in family] == pytest.approx(holm([r["p_value"] for r in family]))
+
+
+def test_the_headline_is_drawn_from_the_committed_folders(tmp_path):
+    """python report.py on the committed results draws the figure, and the resets family is the
+    2 comparisons declared before those runs, Holm-adjusted over exactly those 2."""
+    from conftest import ROOT
+    report.main(["--results", str(ROOT / "results"), "--out", str(tmp_path / "headline.png")])
+    assert (tmp_path / "headline.png").exists()
+    rows, _ = report.collect(ROOT / "results")
+    resets = [r for r in rows if "optimizer resets" in r["section"]]
+    assert len(resets) == 2 and all(r["seeds"] == 10 for r in resets)
+    assert [r["p_holm"] for r in resets] == pytest.approx(holm([r["p_value"] for r in resets]))
