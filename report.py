@@ -57,7 +57,7 @@ def tuned_gaps(folder, x_of):
     x = x_of(group); Holm and TOST as its sweep_summary.json has them (that folder's family)."""
     path = Path(folder, "sweep_summary.json")
     if not path.exists():
-        return [], f"{folder}: not run yet"
+        return [], f"{folder}: " + ("not finished (rerun its command)" if Path(folder).exists() else "not run yet")
     s = json.loads(path.read_text())
     if not s.get("confirm_seeds") or not s.get("complete", True):
         return [], f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
