@@ -23,8 +23,11 @@ from stats import final_acc, run_diverged
 
 # the named strategies in a fixed order: each gets its own colour for good
 _NAMED = list(dict.fromkeys([*CORE, "standard@flops", "standard@time", *STRATEGIES]))
+# 30 colours, more than the named strategies, so that no two of them share one (autofreeze, the
+# 21st, wrapped round to standard's blue with 20)
 _PALETTE = [matplotlib.colormaps["tab10"](i) for i in range(10)] + \
-           [matplotlib.colormaps["tab20"](i) for i in range(1, 20, 2)]
+           [matplotlib.colormaps["tab20"](i) for i in range(1, 20, 2)] + \
+           [matplotlib.colormaps["tab20b"](i) for i in range(0, 20, 2)]
 _DASHES = ["--", ":", "-."]
 
 

@@ -143,3 +143,11 @@ def test_config_json_says_where_the_results_came_from(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{16}", a["data_fingerprint"]) and a["data_fingerprint"] != b["data_fingerprint"]
     run = json.loads(next((tmp_path / "a" / "runs").glob("*.json")).read_text())
     assert run["environment"]["code"] == a["code"] and run["environment"]["cpu"] == a["cpu"]
+
+
+def test_every_named_strategy_has_a_colour_of_its_own():
+    """Figures tell strategies apart by colour: with 20 colours the 21st named strategy
+    (autofreeze) was drawn in standard's blue."""
+    import plots
+    colours = [plots.style(n)[0] for n in plots._NAMED]
+    assert len(set(colours)) == len(colours)
