@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 from config import cell_key, cell_label, short_value
 from strategies import CORE, STRATEGIES, RunName, StrategyName
-from stats import final_acc, run_diverged
+from stats import final_acc, run_diverged, verdict
 
 # the named strategies in a fixed order: each gets its own colour for good
 _NAMED = list(dict.fromkeys([*CORE, "standard@flops", "standard@time", *STRATEGIES]))
@@ -367,14 +367,14 @@ def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=
 
 
 # --- the headline forest plot -----------------------------------------------------------------
-def _verdict_colour(r, alpha=0.05):
-    """A comparison's colour from its Holm-adjusted tests: a raw interval that excludes 0 is not a
-    verdict, so a comparison outside any declared family is grey whatever its interval."""
+def _verdict_colour(r):
+    """A comparison's colour from its verdict (stats.verdict, from the Holm-adjusted tests): a raw
+    interval that excludes 0 is not a verdict, so a comparison outside any declared family is grey
+    whatever its interval."""
     if r.get("p_holm") is None:
         return "0.6"
-    if r["p_holm"] < alpha:
-        return "C3"
-    return "C0" if r.get("p_tost_holm") is not None and r["p_tost_holm"] < alpha else "k"
+    v = verdict(r)
+    return "C3" if v.startswith(("behind", "ahead")) else "C0" if v.startswith("equivalent") else "k"
 
 
 def plot_forest(rows, path=None, title=""):

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from plots import plot_forest, plot_gaps
-from stats import adjusted, compare, format_diff, load_runs, paired, test_samples, text_table, verdict
+from stats import adjusted, compare, family, format_diff, load_runs, text_table, verdict
 
 DEPTH_2 = "protocol-knobs-fashion-mnist"  # the depth-2, 15-epoch protocol with every method's knobs
 DEPTHS = {4: "protocol-depth4-fashion-mnist", 8: "protocol-depth8-fashion-mnist"}  # the depth-2 knob choices
@@ -21,25 +21,34 @@ BUDGET = "budget-fashion-mnist"           # one folder per strategy, cells epoch
 BUDGET_STRATEGIES = ("standard", "alternating-epoch", "layer-freezing")
 
 
-def folder_comparisons(folder, pairs, section):
-    """Paired final-accuracy differences a - b (seeds both have) for each (a, b) in pairs."""
-    runs = [r for r in load_runs(folder) if not any(r["history"]["diverged"])]
-    by = {(r["strategy"], r["seed"]): r for r in runs}
-    rows = []
-    for a, b, label in pairs:
-        seeds = sorted(s for (n, s) in by if n == a and (b, s) in by)
-        d = paired([by[a, s]["history"]["test_acc"][-1] for s in seeds],
-                   [by[b, s]["history"]["test_acc"][-1] for s in seeds], test_samples(runs))
-        rows.append({"section": section, "label": label, "seeds": len(seeds), **d.to_json()})
-    return rows
+def folder_comparisons(folder, pairs, section, declared=False, margin=0.25):
+    """Paired final-accuracy differences a - b, on the seeds both ran without diverging, for each
+    (a, b, label) in pairs; declared: the pairs are a family fixed before the runs, Holm-adjusted
+    over it, and apart over its TOSTs at +-margin (stats.family)."""
+    runs = load_runs(folder)
+    ab = [(a, b) for a, b, _ in pairs]
+    rows = family(runs, ab, margin) if declared else [compare(runs, a, runs, b, margin) for a, b in ab]
+    return [{"section": section, "label": label, "seeds": row.diff.pairs, **row.diff.to_json()}
+            for (_, _, label), row in zip(pairs, rows)]
+
+
+def confirmed_summary(folder):
+    """(sweep_summary.json, None) of a sweep confirmed on fresh seeds, or (None, why not)."""
+    path = Path(folder, "sweep_summary.json")
+    if not path.exists():
+        return None, f"{folder}: " + ("not finished (rerun its command)" if Path(folder).exists() else "not run yet")
+    s = json.loads(path.read_text())
+    if not s.get("confirm_seeds") or not s.get("complete", True):
+        return None, f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
+    return s, None
 
 
 def protocol_comparisons(folder, section):
     """The confirmed tuned comparisons and equal-compute comparisons of a protocol sweep, with
     the Holm-adjusted p-values of the family its sweep_summary.json declares."""
-    s = json.loads(Path(folder, "sweep_summary.json").read_text())
-    if not s.get("confirm_seeds") or not s.get("complete", True):
-        return [], f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
+    s, note = confirmed_summary(folder)
+    if s is None:
+        return [], note
     rows = []
     for g in s["tuned"]:
         for name, e in g["strategies"].items():
@@ -55,12 +64,9 @@ def protocol_comparisons(folder, section):
 def tuned_gaps(folder, x_of):
     """Each confirmed strategy's difference to tuned standard, one row per group of the sweep, at
     x = x_of(group); Holm and TOST as its sweep_summary.json has them (that folder's family)."""
-    path = Path(folder, "sweep_summary.json")
-    if not path.exists():
-        return [], f"{folder}: " + ("not finished (rerun its command)" if Path(folder).exists() else "not run yet")
-    s = json.loads(path.read_text())
-    if not s.get("confirm_seeds") or not s.get("complete", True):
-        return [], f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
+    s, note = confirmed_summary(folder)
+    if s is None:
+        return [], note
     rows = [{"strategy": name, "x": x_of(g["group"]), "seeds": e["diff_vs_standard"]["pairs"],
              "family": f"{Path(folder).name} ({s['family']['size']})", **e["diff_vs_standard"]}
             for g in s["tuned"] for name, e in g["strategies"].items() if e.get("diff_vs_standard")]
@@ -111,15 +117,6 @@ def format_gaps(rows, what):
                         verdict(r), r["family"]] for r in sorted(rows, key=lambda r: (r["x"], r["strategy"]))])
 
 
-def family_comparisons(folder, pairs, section, margin=0.25):
-    """Paired differences a - b for a family declared before its runs: Holm over its difference
-    tests, and apart over its TOSTs at +-margin (seeds lost to divergence are counted, not hidden)."""
-    runs = load_runs(folder)
-    fixed = adjusted([compare(runs, a, runs, b, margin) for a, b, _ in pairs])
-    return [{"section": section, "label": label, "seeds": row.diff.pairs, **row.diff.to_json()}
-            for (_, _, label), row in zip(pairs, fixed)]
-
-
 def collect(root="results"):
     root = Path(root)
     rows, notes = [], []
@@ -128,10 +125,10 @@ def collect(root="results"):
         rows += folder_comparisons(confound, [("alternating-epoch", "standard", "alternating-epoch vs standard"),
                                               ("alternating-batch", "standard", "alternating-batch vs standard")],
                                    "CIFAR-10 (JPEG copy), classic MLP, 15 epochs, fp32")
-        rows += family_comparisons(confound, [
+        rows += folder_comparisons(confound, [
             ("alternating-batch-reset", "alternating-batch", "new Adam at every batch switch vs kept"),
             ("alternating-epoch-reset", "alternating-epoch", "new Adam at every epoch switch vs kept")],
-            "CIFAR-10 (JPEG copy): the earlier version's optimizer resets")
+            "CIFAR-10 (JPEG copy): the earlier version's optimizer resets", declared=True)
         notes.append(f"{confound}: resets family of 2, declared before the runs")
     ablations = root / "cifar10-jpeg-ablations"
     if (ablations / "runs").exists():
@@ -140,12 +137,9 @@ def collect(root="results"):
             "CIFAR-10 (JPEG copy): the earlier version's BatchNorm statistics")
     for name, section in ((DEPTH_2, "Fashion-MNIST, each method's knobs tuned on validation, 10 fresh seeds"),
                           ("protocol-cifar10-jpeg", "CIFAR-10 (JPEG copy), 40 epochs, tuned, 10 fresh seeds")):
-        if (root / name / "sweep_summary.json").exists():
-            r, note = protocol_comparisons(root / name, section)
-            rows += r
-            notes.append(note)
-        else:
-            notes.append(f"{root / name}: not run yet")
+        r, note = protocol_comparisons(root / name, section)
+        rows += r
+        notes.append(note)
     return rows, notes
 
 
@@ -167,15 +161,14 @@ def main(argv=None):
     plot_forest(rows, a.out, title="Paired differences in test accuracy (points, 95% t-intervals)")
     print(f"wrote {a.out}")
     out = Path(a.out).parent
-    for what, gaps, png, log_x in (("depth", depth_gaps, "gap_vs_depth.png", True),
-                                   ("epochs", budget_gaps, "gap_vs_budget.png", True)):
-        rows, notes = gaps(a.results)
+    for what, (gaps, gap_notes), png in (("depth", depth_gaps(a.results), "gap_vs_depth.png"),
+                                        ("epochs", budget_gaps(a.results, a.margin), "gap_vs_budget.png")):
         print(f"\nthe gap against {what} (Fashion-MNIST, tuned on validation, 10 fresh seeds)")
-        print(format_gaps(rows, what) if rows else "(no runs yet)")
-        for n in notes:
+        print(format_gaps(gaps, what) if gaps else "(no runs yet)")
+        for n in gap_notes:
             print(n)
-        if len({r["x"] for r in rows}) > 1:  # a curve needs two settings; one is only the table above
-            plot_gaps(rows, out / png, xlabel=what, log_x=log_x, margin=a.margin,
+        if len({r["x"] for r in gaps}) > 1:  # a curve needs two settings; one is only the table above
+            plot_gaps(gaps, out / png, xlabel=what, log_x=True, margin=a.margin,
                       title=f"Fashion-MNIST: each strategy minus tuned standard against {what} (95% intervals)")
             print(f"wrote {out / png}")
 
