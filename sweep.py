@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from strategies import RunName, StrategyName, knobs_of
-from stats import (Paired, Record, adjust, final_acc, final_train_acc, final_val_acc, format_diff, holm,
+from stats import (Paired, Record, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm,
                    mean_or_none, paired, run_diverged, std_or_none, summarize, test_acc, test_samples, text_table, val_score, verdict)
 
 ALPHA = 0.05
@@ -202,15 +202,9 @@ def _equal_compute(tuned, cells, reference, metric, seeds, margin=MARGIN):
             matched_name = str(RunName.matched("flops", StrategyName.parse(e.variant)))
             theirs = [r for r in runs if r["seed"] in seeds and r["strategy"] == matched_name]
             ours = [r for r in by_cell[cell_key(e.cell)] if r["seed"] in seeds and r["strategy"] == e.variant]
-            matched = {r["seed"]: r for r in theirs if not run_diverged(r)}
-            mine = {r["seed"]: r for r in ours if not run_diverged(r)}
-            common = sorted(set(matched) & set(mine))
-            if common:
-                d = paired([test_acc(mine[s], metric) for s in common], [test_acc(matched[s], metric) for s in common],
-                           test_samples([*mine.values(), *matched.values()]), margin)
-                entries[name] = replace(e, diff_vs_matched=replace(d, dropped=len({r["seed"] for r in theirs + ours})
-                                                                   - len(common)),
-                                        matched_acc_mean=mean_or_none(test_acc(matched[s], metric) for s in common),
+            row = compare(ours, e.variant, theirs, matched_name, margin, metric)
+            if row.diff.pairs:
+                entries[name] = replace(e, diff_vs_matched=row.diff, matched_acc_mean=row.b_mean,
                                         matched_run=matched_name)
         out.append(replace(g, strategies=entries))
     return out
