@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 from plots import plot_forest, plot_gaps
+from strategies import RunName
 from stats import adjusted, compare, family, format_diff, load_runs, text_table, verdict
 
 DEPTH_2 = "protocol-knobs-fashion-mnist"  # the depth-2, 15-epoch protocol with every method's knobs
 DEPTHS = {4: "protocol-depth4-fashion-mnist", 8: "protocol-depth8-fashion-mnist"}  # the depth-2 knob choices
-BUDGET = "budget-fashion-mnist"           # one folder per strategy, cells epochs=40 and epochs=100
+BUDGET = "budget-fashion-mnist"           # one sweep of the three at their depth-2 choices: cells epochs=40, 100
 BUDGET_STRATEGIES = ("standard", "alternating-epoch", "layer-freezing")
 
 
@@ -87,20 +88,21 @@ def depth_gaps(root="results"):
 
 def budget_gaps(root="results", margin=0.25):
     """Gap to tuned standard against the epoch budget: 15 epochs from the knobs protocol; 40 and
-    100 from the budget folders, one family of four comparisons (Holm, and TOST at +-margin)
+    100 from the budget sweep, one family of four comparisons (Holm, and TOST at +-margin)
     declared before those runs: alternating-epoch and layer-freezing against standard at each."""
     rows, note = tuned_gaps(Path(root, DEPTH_2), lambda g: 15)
     rows = [r for r in rows if r["strategy"] in BUDGET_STRATEGIES]
     notes = [note] if note else []
-    folders = {n: Path(root, BUDGET, n) for n in BUDGET_STRATEGIES}
-    if not all((f / "sweep_summary.json").exists() for f in folders.values()):
-        return rows, notes + [f"{Path(root, BUDGET)}: not run yet"]
+    folder = Path(root, BUDGET)
+    summary = folder / "sweep_summary.json"
+    if not summary.exists() or not json.loads(summary.read_text()).get("complete", True):
+        return rows, notes + [f"{folder}: " + ("not finished (rerun its command)" if folder.exists() else "not run yet")]
     family = []
     for epochs in (40, 100):
-        runs = {n: load_runs(f / f"epochs={epochs}") for n, f in folders.items()}
-        name = {n: next(iter({r["strategy"] for r in rs})) for n, rs in runs.items()}  # its knob variant
+        runs = load_runs(folder / f"epochs={epochs}")
+        name = {RunName.parse(r["strategy"]).family: r["strategy"] for r in runs}  # each one's knob variant
         for n in BUDGET_STRATEGIES[1:]:
-            family.append((epochs, n, compare(runs[n], name[n], runs["standard"], name["standard"], margin)))
+            family.append((epochs, n, compare(runs, name[n], runs, name["standard"], margin)))
     fixed = adjusted([row for _, _, row in family])
     for (epochs, n, _), row in zip(family, fixed):
         rows.append({"strategy": n, "x": epochs, "seeds": row.diff.pairs,

@@ -37,20 +37,22 @@ def _run(strategy, seed, correct):
         "train_flops": [1], "param_updates": [1], "diverged": [False]}}
 
 
-def test_the_budget_gaps_pair_each_strategys_folder_with_standards_and_holm_over_four(tmp_path):
+def test_the_budget_gaps_pair_each_strategy_with_standard_in_its_cell_and_holm_over_four(tmp_path):
     _summary(tmp_path / report.DEPTH_2, {}, {"alternating-epoch": -0.8, "layer-freezing": -0.1, "freezeout": -0.5})
     offsets = {("alternating-epoch", 40): -40, ("layer-freezing", 40): 3,
                ("alternating-epoch", 100): -10, ("layer-freezing", 100): 1}
-    for name in report.BUDGET_STRATEGIES:
-        folder = tmp_path / report.BUDGET / name
-        for epochs in (40, 100):
-            runs = folder / f"epochs={epochs}" / "runs"
-            runs.mkdir(parents=True)
+    folder = tmp_path / report.BUDGET
+    for epochs in (40, 100):
+        runs = folder / f"epochs={epochs}" / "runs"
+        runs.mkdir(parents=True)
+        for name in report.BUDGET_STRATEGIES:
             label = name if name != "layer-freezing" else "layer-freezing[freeze_start=0.25]"  # a knob variant
             for s in range(2, 12):
                 correct = 9000 + 7 * s + offsets.get((name, epochs), 0) + (s % 3 if name != "standard" else 0)
                 (runs / f"{label}__seed{s}.json").write_text(json.dumps(_run(label, s, correct)))
-        (folder / "sweep_summary.json").write_text("{}")
+    (folder / "sweep_summary.json").write_text(json.dumps({"complete": False}))
+    assert report.budget_gaps(tmp_path)[1] == [f"{folder}: not finished (rerun its command)"]
+    (folder / "sweep_summary.json").write_text(json.dumps({"complete": True}))
     rows, notes = report.budget_gaps(tmp_path)
     assert not notes
     assert sorted({r["x"] for r in rows}) == [15, 40, 100]
