@@ -111,7 +111,7 @@ def budget_gaps(root="results", margin=0.25):
 
 
 def format_gaps(rows, what):
-    return text_table([what, "strategy", "seeds", "difference vs tuned standard [95% CI]", "p (Holm)",
+    return text_table([what, "strategy", "seeds", "difference vs standard [95% CI]", "p (Holm)",
                        "TOST p (Holm)", "verdict", "family (size)"],
                       [[f"{r['x']:g}", r["strategy"], r["seeds"], format_diff(r),
                         "-" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
@@ -163,15 +163,16 @@ def main(argv=None):
     plot_forest(rows, a.out, title="Paired differences in test accuracy (points, 95% t-intervals)")
     print(f"wrote {a.out}")
     out = Path(a.out).parent
-    for what, (gaps, gap_notes), png in (("depth", depth_gaps(a.results), "gap_vs_depth.png"),
-                                        ("epochs", budget_gaps(a.results, a.margin), "gap_vs_budget.png")):
-        print(f"\nthe gap against {what} (Fashion-MNIST, tuned on validation, 10 fresh seeds)")
+    for what, (gaps, gap_notes), png, tuned in (
+            ("depth", depth_gaps(a.results), "gap_vs_depth.png", "lr tuned at each depth"),
+            ("epochs", budget_gaps(a.results, a.margin), "gap_vs_budget.png", "the 15-epoch choices at every budget")):
+        print(f"\nthe gap against {what} (Fashion-MNIST, {tuned}, 10 fresh seeds)")
         print(format_gaps(gaps, what) if gaps else "(no runs yet)")
         for n in gap_notes:
             print(n)
         if len({r["x"] for r in gaps}) > 1:  # a curve needs two settings; one is only the table above
             plot_gaps(gaps, out / png, xlabel=what, log_x=True, margin=a.margin,
-                      title=f"Fashion-MNIST: each strategy minus tuned standard against {what} (95% intervals)")
+                      title=f"Fashion-MNIST: each strategy minus standard against {what}\n({tuned}; 95% intervals)")
             print(f"wrote {out / png}")
 
 
