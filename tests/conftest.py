@@ -54,6 +54,14 @@ def device(request):
     return torch.device(name)
 
 
+def sigint_as_at_a_terminal():
+    """Popen preexec_fn: the child gets Ctrl-C's default action back. A background shell job
+    (`nohup ... &`, as a CI runner may start the tests) ignores SIGINT, and a child inherits
+    that, so a test of Ctrl-C would otherwise test nothing."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(args, capsys):
     """Exit code, stdout and stderr of experiments.main(args), argparse exits included."""
     import experiments

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import experiments
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, sigint_as_at_a_terminal
 from training_loop import pick_device
 
 TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
@@ -251,7 +251,8 @@ def test_a_piped_run_prints_plain_lines_and_no_carriage_returns(tmp_path):
 def test_ctrl_c_during_the_imports_is_one_line_and_130(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, "experiments.py", *TINY, "--out", str(tmp_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_at_a_terminal)
     time.sleep(0.4)  # torch is still importing
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, sigint_as_at_a_terminal
 from results import ResultsDir, ResultsError
 
 BASE = ["--dataset", "synthetic", "--train-size", "512", "--test-size", "128", "--batch-size", "64",
@@ -75,7 +75,7 @@ def test_kill_after_first_run_then_resume_recomputes_nothing(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     out = tmp_path / "out"
-    proc = _cli(out)
+    proc = _cli(out, preexec_fn=sigint_as_at_a_terminal)
     _wait_for_first_run(proc, out)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
