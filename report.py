@@ -33,15 +33,20 @@ def folder_comparisons(folder, pairs, section, declared=False, margin=0.25):
             for (_, _, label), row in zip(pairs, rows)]
 
 
-def confirmed_summary(folder):
-    """(sweep_summary.json, None) of a sweep confirmed on fresh seeds, or (None, why not)."""
+def sweep_summary(folder):
+    """(sweep_summary.json, None), or (None, why there is none: not run yet, or not finished)."""
     path = Path(folder, "sweep_summary.json")
     if not path.exists():
         return None, f"{folder}: " + ("not finished (rerun its command)" if Path(folder).exists() else "not run yet")
-    s = json.loads(path.read_text())
-    if not s.get("confirm_seeds") or not s.get("complete", True):
+    return json.loads(path.read_text()), None
+
+
+def confirmed_summary(folder):
+    """(sweep_summary.json, None) of a sweep confirmed on fresh seeds, or (None, why not)."""
+    s, note = sweep_summary(folder)
+    if s is not None and (not s.get("confirm_seeds") or not s.get("complete", True)):
         return None, f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
-    return s, None
+    return s, note
 
 
 def protocol_comparisons(folder, section):
@@ -94,9 +99,9 @@ def budget_gaps(root="results", margin=0.25):
     rows = [r for r in rows if r["strategy"] in BUDGET_STRATEGIES]
     notes = [note] if note else []
     folder = Path(root, BUDGET)
-    summary = folder / "sweep_summary.json"
-    if not summary.exists() or not json.loads(summary.read_text()).get("complete", True):
-        return rows, notes + [f"{folder}: " + ("not finished (rerun its command)" if folder.exists() else "not run yet")]
+    s, note = sweep_summary(folder)
+    if s is None or not s.get("complete", True):
+        return rows, notes + [note or f"{folder}: not finished (rerun its command)"]
     family = []
     for epochs in (40, 100):
         runs = load_runs(folder / f"epochs={epochs}")
