@@ -178,12 +178,13 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
     """Two runs in one array with a 1-minute limit and USR2 30 s before it. Seed 0 also gets
     `scancel --signal=USR2` early (what a preemption sends). Each job saves its place at
     SIGUSR2, requeues itself, resumes from its last epoch, and ends with the same history as
-    one uninterrupted run (the same thread count). A run needs about 50 s of training on one
-    core here, more than a job gets before its USR2, so every run is interrupted at least once
-    (with 30 epochs a job could end just before its signal, or be signalled as it saved)."""
+    one uninterrupted run (the same thread count). A run needs more than a whole job's minute of
+    training on one core here, so every run is interrupted at least once, by its USR2 or, when
+    SLURM sends that late, by the time limit itself (with 30 epochs a job could end just before
+    its signal; with 60, seed 1 once finished its first job in 56 s with no USR2 sent)."""
     out = tmp_path / "out"
     base = [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
-            "--test-size", "256", "--batch-size", "64", "--epochs", "60", "--seeds", "2",
+            "--test-size", "256", "--batch-size", "64", "--epochs", "90", "--seeds", "2",
             "--strategies", "standard", "--no-progress", "--threads", "1"]
     args = base + ["--launcher", "slurm", "--slurm-time", "1", "--slurm-arg", "signal_delay_s=30",
                    "--slurm-max-requeues", "10", "--out", str(out)]
