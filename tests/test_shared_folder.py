@@ -338,3 +338,53 @@ def test_the_in_process_data_cache_is_keyed_by_thread_count():
         assert runs.dataset_for(cfg, "cpu") is a
     with torch_threads(1):
         assert runs.dataset_for(cfg, "cpu") is not a
+
+
+def _stress(tmp_path, rounds):
+    """Two invocations on one folder at once, one of them with 2 local workers, many tiny runs of
+    several epochs (a checkpoint written and dropped for each), `rounds` times over fresh folders:
+    every invocation ends with status 0, every run is saved once, and nothing is left behind."""
+    args = BASE + ["--train-size", "128", "--test-size", "64", "--epochs", "1", "--seeds", "20",
+                   "--strategies", "standard,alternating-batch,alternating-epoch"]
+    for r in range(rounds):
+        out = tmp_path / f"round{r}"
+        procs = [_start(args + ["--workers", "3"], out), _start(args, out)]
+        results = [p.communicate(timeout=600) for p in procs]
+        for p, (text, err) in zip(procs, results):
+            assert p.returncode == 0, f"round {r}: {text[-2000:]}{err[-2000:]}"
+            assert "failed" not in text + err, f"round {r}: {text[-2000:]}"
+        runs = [json.loads(f.read_text()) for f in (out / "runs").glob("*.json")]
+        assert len(runs) == 60 == len({(x["strategy"], x["seed"]) for x in runs})
+        assert _leftovers(out) == [] and not list(out.rglob("*.pt")), _leftovers(out)
+
+
+def test_workers_and_another_invocation_on_one_folder_never_fail_a_run(tmp_path):
+    """The race CI once hit: a checkpoint folder removed between another executor's mkdir and its
+    write failed that executor's run. The quick version: one round."""
+    _stress(tmp_path, rounds=1)
+
+
+@pytest.mark.slow
+def test_the_stress_test_repeated(tmp_path):
+    _stress(tmp_path, rounds=6)
+
+
+def test_a_dropped_checkpoint_leaves_the_folder_another_executor_is_writing_into(tmp_path, monkeypatch):
+    """The interleaving behind that race, made certain: executor B saves its finished run (and
+    drops its checkpoint) just after executor A made sure checkpoints/ exists and before A creates
+    its temp file there. A's write must still succeed."""
+    import results
+    from config import Config
+    cfg = Config(dataset="synthetic", out=str(tmp_path))
+    a, b = (ResultsDir(tmp_path, cfg.result_key(), defaults=experiments.DEFAULT_KEY) for _ in range(2))
+    snapshot = {"model": {}, "history": {}, "at": {}}
+    b.checkpoints.save("standard", 1, snapshot)
+    mkstemp = results.tempfile.mkstemp
+
+    def b_finishes_first(*args, **kwargs):
+        b.checkpoints.drop("standard", 1)
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(results.tempfile, "mkstemp", b_finishes_first)
+    a.checkpoints.save("standard", 0, snapshot)
+    assert a.checkpoints.file("standard", 0).exists() and not b.checkpoints.file("standard", 1).exists()
