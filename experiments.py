@@ -35,9 +35,11 @@ from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess,
                        unit_id)
 from plots import plot_accuracy_flops, plot_comparison, plot_sweep
 from results import ResultsError, SweepDir, warn
-from runs import Unit, build_model, dataset_for, environment, open_cell, run_line  # noqa: F401
+from runs import Unit, build_model, data_facts, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
+from plugins import PluginError
 from strategies import STRATEGIES, RunName, StrategyError, check_portable, load_plugins
+from workloads import WorkloadError, lookup as workload_of
 from sweep import (cell_label, format_sweep, grid_cells, summarize_sweep, sweep_csv, tune_keys,
                    tuned_comparison)
 from training_loop import Progress, ScheduleError, pick_device
@@ -65,9 +67,7 @@ def prepare_cell(cfg, overwrite=False, cell=None):
     store = open_cell(cfg, overwrite)
     store.write_config(cfg.to_json(), {
         **_submit_environment(cfg), "dataset_label": data.label, "plugins": load_plugins(cfg.plugins),
-        "data_fingerprint": data.fingerprint(),
-        "train_samples": len(data.y_train), "test_samples": len(data.y_test),
-        "val_samples": 0 if data.y_val is None else len(data.y_val),
+        "data_fingerprint": data.fingerprint(), **data_facts(cfg, data),
         **({"cell": cell} if cell is not None else {})})
     return store, data
 
@@ -198,7 +198,7 @@ def summarise_cell(cfg, store, label, title_extra=""):
     summary = replace(summarize(runs, target_frac=cfg.target_frac), dataset=label, runs_planned=len(plan),
                       runs_saved=saved, complete=saved == len(plan))
     store.write_summary(summary)
-    model = f"{cfg.depth} x {cfg.hidden_size} MLP" if (cfg.depth, cfg.hidden_size) != (2, 512) else "MLP"
+    model = workload_of(cfg.workload).describe(cfg.model_settings())
     title = (f"Freezing schedules vs standard training: {label}, {model}, {cfg.epochs} epochs, "
              f"batch {cfg.batch_size}, {cfg.optimizer.capitalize()} lr {cfg.lr:g}"
              + ("" if cfg.precision == "fp32" else f", {cfg.precision}") + title_extra)
@@ -241,9 +241,8 @@ def run_experiment(cfg: Config, log=print):
     store, data = prepare_cell(cfg, cfg.overwrite)
     units = units_of(cfg, store)
     plan = run_plan(cfg)
-    log(f"data: {data.label}, {len(data.y_train)} train / "
-        + (f"{len(data.y_val)} validation / " if data.y_val is not None else "")
-        + f"{len(data.y_test)} test images; device: {pick_device(cfg.device)}; {cfg.precision}; "
+    log(f"data: {_data_line(cfg, data)}; {workload_of(cfg.workload).describe(cfg.model_settings())}; "
+        f"device: {pick_device(cfg.device)}; {cfg.precision}; "
         f"{_plural(cfg.epochs, 'epoch')}; {_seed_range(cfg.seeds)}; {_plural(len(plan), 'run')}"
         + (f", {len(plan) - len(units)} already in {cfg.out} (skipped)" if len(units) < len(plan) else ""))
     failed = launch(units, cfg, {cfg.out: store}, log)
@@ -255,6 +254,20 @@ def run_experiment(cfg: Config, log=print):
     log(f"dry run done: every stage ran; its scratch folder {cfg.out} is removed now" if scratch else
         f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
     return _finish(failed, cfg.out, log, (runs, summary))
+
+
+def _data_line(cfg, data):
+    """'CIFAR-10 (JPEG copy), 45000 train / 5000 validation / 10000 test images', or for text the
+    characters of each split and the test characters scored."""
+    if data.kind == "text":
+        facts = data_facts(cfg, data)
+        return (f"{data.label}; {len(data.x_train)} train / "
+                + (f"{len(data.x_val)} validation / " if data.x_val is not None else "")
+                + f"{len(data.x_test)} test characters ({facts['test_samples']} scored), vocabulary "
+                f"{facts['vocabulary']}; a bigram model: {facts['bigram_test_bits_per_char']:.3f} test bits/char")
+    return (f"{data.label}, {len(data.y_train)} train / "
+            + (f"{len(data.y_val)} validation / " if data.y_val is not None else "")
+            + f"{len(data.y_test)} test images")
 
 
 def _completeness(summary):
@@ -430,6 +443,32 @@ class _ListStrategies(argparse.Action):
         parser.exit()
 
 
+class _ListWorkloads(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(workload_table())
+        parser.exit()
+
+
+def workload_table():
+    """Every registered workload (built-in and from plugins), the data it learns from, its settings
+    with their defaults, and what it is, as a plain-text table."""
+    from stats import text_table
+    from workloads import DESCRIPTIONS, WORKLOADS
+    from config import flag
+    rows = [[name, w.data, ", ".join(f"{flag(k)} {_value(v)}" for k, v in w.settings.items()) or "-",
+             DESCRIPTIONS[name]] for name, w in WORKLOADS.items()]
+    return (text_table(["workload", "data", "settings (defaults)", "what it is"], rows)
+            + "\nchoose one with --workload NAME; a setting it does not list is refused")
+
+
+def _value(v):
+    if v is None:
+        return "(derived)"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return format(v, "g") if isinstance(v, float) else str(v)
+
+
 def strategy_table():
     """Every registered strategy (built-in and from plugins), its knobs with their defaults, and
     what it does, as a plain-text table."""
@@ -502,6 +541,8 @@ def build_parser():
     g = p.add_argument_group("information")
     g.add_argument("--list-strategies", action=_ListStrategies, nargs=0,
                    help="print every strategy with its knobs and what it does, and exit")
+    g.add_argument("--list-workloads", action=_ListWorkloads, nargs=0,
+                   help="print every workload with its settings and what it is, and exit")
     g.add_argument("--version", action="version", version=version_line(),
                    help="print the suite's version and git commit, and exit")
     return p
@@ -542,7 +583,7 @@ def parse_args(argv=None):
     p = build_parser()
     try:
         load_plugins(_plugins_in(argv))
-    except StrategyError as e:
+    except (StrategyError, PluginError) as e:
         p.error(str(e))
     a = vars(p.parse_args(argv))
     try:
@@ -556,7 +597,8 @@ def main(argv=None):
     try:
         cfg = parse_args(argv)
         run_experiment(cfg)
-    except (ConfigError, DataError, ResultsError, LaunchError, StrategyError, ScheduleError) as e:
+    except (ConfigError, DataError, ResultsError, LaunchError, StrategyError, ScheduleError, PluginError,
+            WorkloadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Unfinished:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from schedules import RunShape
-from training_loop import Member, precision_context, run_members
+from training_loop import Member, MemoryPeaks, precision_context, run_members, unit_flops
 
 ENGINE = "pack/1"
 BETAS, EPS, MOMENTUM = (0.9, 0.999), 1e-8, 0.9  # torch's Adam and AdamW defaults; SGD momentum 0.9
@@ -70,7 +70,7 @@ class PackStep:
     def __init__(self, models, specs, loaders, device, generators=None, rng=None):
         self.R, self.specs, self.loaders, self.device = len(models), specs, loaders, torch.device(device)
         self.rng = rng or ("hash" if self.device.type == "cuda" else "torch")  # see the module's docstring
-        shared = {(s.optimizer, s.weight_decay, s.precision) for s in specs}
+        shared = {(s.settings.optimizer, s.settings.weight_decay, s.settings.precision) for s in specs}
         if len(shared) > 1:
             raise ValueError(f"a pack shares one optimizer, weight decay and precision; got {sorted(shared)}")
         first = models[0]
@@ -92,6 +92,7 @@ class PackStep:
         self.counters = torch.zeros(self.R, dtype=torch.int64, device=self.device)  # hash dropout: steps taken
         self._mask_cache, self._stepped = {}, set()  # _stepped: (param, member) pairs with a step (host side)
         self.meters = [None] * self.R
+        self.bytes = [MemoryPeaks([list(m.parameters()) for m in first.units()]) for _ in range(self.R)]
         for i, s in enumerate(specs):
             measures = s.schedule.observes if s.schedule.closed_loop() else ()
             if measures:
@@ -103,6 +104,7 @@ class PackStep:
         self.live = live
         self.loss_sum = torch.zeros(self.R, device=self.device)
         self.correct = torch.zeros(self.R, device=self.device, dtype=torch.long)
+        self.counts = [0] * self.R  # scored images per member (host side: no sync)
         x, size = self.loaders[live[0]].x, self.loaders[live[0]].batch_size
         n = len(x)
         perms = torch.zeros(self.R, n, dtype=torch.long)  # members that do not train this epoch: rows 0..
@@ -147,7 +149,7 @@ class PackStep:
         masks = self._dropout_masks(plans, eval_host, x.shape[1], active, eval_mode)
         spec = self.specs[next(iter(plans))]
         any_eval = any(any(row) for row in eval_host)
-        with precision_context(spec.precision, dev):
+        with precision_context(spec.settings.precision, dev):
             logits = self.forward(x, train=True, eval_mode=eval_mode if any_eval else None, bn_update=bn_update,
                                   masks=masks)
             losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(R, -1).mean(1)
@@ -158,9 +160,14 @@ class PackStep:
             if self.meters[i]:
                 self.meters[i].add(plans[i].trainable)
         self._optimizer_step(plans, spec)
+        for i, plan in plans.items():  # the pack keeps every member's moments for every parameter
+            self.bytes[i].after_step(plan, lambda i=i: sum(t[i].numel() * t[i].element_size() for d in
+                                                           (self.m, self.v, self.steps) for t in d.values()))
         with torch.no_grad():
             self.loss_sum += (losses.detach() * y.shape[1]) * active
             self.correct += ((logits.detach().argmax(-1) == y).sum(1)) * active
+        for i in plans:
+            self.counts[i] += y.shape[1]
             self.counters += active
 
     def forward(self, x, train, eval_mode=None, bn_update=None, masks=None):
@@ -233,7 +240,7 @@ class PackStep:
                 self._stepped.difference_update({(n, r) for n in self.layout.names})
             for n, u in zip(self.layout.names, self.layout.units):
                 if u in plan.trainable:
-                    first = spec.optimizer == "sgd" and (n, r) not in self._stepped  # SGD's momentum starts
+                    first = spec.settings.optimizer == "sgd" and (n, r) not in self._stepped  # SGD's momentum starts
                     groups.setdefault((plan.lrs[u], first), []).append((n, r))
                     self._stepped.add((n, r))
         with torch.no_grad():
@@ -242,20 +249,23 @@ class PackStep:
                 grads = [self.params[n].grad[r] for n, r in items]
                 steps = [self.steps[n][r] for n, r in items]
                 torch._foreach_add_(steps, 1)
-                if spec.optimizer == "sgd":
+                if spec.settings.optimizer == "sgd":
                     bufs = [self.m[n][r] for n, r in items]
-                    torch._fused_sgd_(params, grads, bufs, weight_decay=spec.weight_decay, momentum=MOMENTUM,
+                    torch._fused_sgd_(params, grads, bufs, weight_decay=spec.settings.weight_decay, momentum=MOMENTUM,
                                       lr=lr, dampening=0.0, nesterov=False, maximize=False, is_first_step=first)
                     continue
-                fused = torch._fused_adamw_ if spec.optimizer == "adamw" else torch._fused_adam_
+                fused = torch._fused_adamw_ if spec.settings.optimizer == "adamw" else torch._fused_adam_
                 fused(params, grads, [self.m[n][r] for n, r in items], [self.v[n][r] for n, r in items], [], steps,
-                      amsgrad=False, lr=lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=spec.weight_decay, eps=EPS,
+                      amsgrad=False, lr=lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=spec.settings.weight_decay, eps=EPS,
                       maximize=False, grad_scale=None, found_inf=None)
 
     # --- the epoch's end ----------------------------------------------------------------------
     def epoch_totals(self):
         loss, correct = self.loss_sum.tolist(), self.correct.tolist()  # the epoch's one host sync
-        return [(loss[i], correct[i]) for i in self.live]
+        return [(loss[i], correct[i], self.counts[i]) for i in self.live]
+
+    def memory(self, i):
+        return self.bytes[i].peaks()
 
     @torch.inference_mode()
     def evaluate(self, loader):
@@ -263,7 +273,7 @@ class PackStep:
         loss_sum = torch.zeros(self.R, device=self.device)
         correct = torch.zeros(self.R, device=self.device, dtype=torch.long)
         n = 0
-        precision = self.specs[self.live[0]].precision
+        precision = self.specs[self.live[0]].settings.precision
         for x, y in loader:
             x, y = x.to(self.device), y.to(self.device)
             xs = x.flatten(1).unsqueeze(0).expand(self.R, -1, -1)
@@ -355,21 +365,21 @@ def fit_pack(models, train_loaders, test_loader, specs, *, device, val_loader=No
              on_epoch_end=None, on_finish=None, generators=None, rng=None, progress=False, desc=None):
     """Train R models of one shape (each built from its own seed) as one pack, each with its own
     loader (its own shuffling generator), spec and, where given, snapshot to resume from; return
-    [(history, the schedule's final state)] per member. on_epoch_end(i, snapshot) as in run_members."""
+    [training_loop.Fitted] per member. on_epoch_end(i, snapshot) as in run_members; on_finish(i, fitted)."""
     device = torch.device(device)
     first = models[0]
     units = first.units()
     per_epoch = len(train_loaders[0])
-    halves = tuple(first.half_of(u) for u in range(len(units)))
     sizes = [sum(p.numel() for p in m.parameters()) for m in units]
-    members = [Member(s, RunShape(len(units), halves, per_epoch, s.total_steps or s.num_epochs * per_epoch, s.seed),
-                      sizes, first.unit_train_flops, (resumes or [None] * len(models))[i])
+    per_sample = unit_flops(first, train_loaders[0]).train
+    members = [Member(s, RunShape(len(units), first.halves(), per_epoch, s.total_steps or s.settings.epochs * per_epoch,
+                                  s.seed), sizes, per_sample, (resumes or [None] * len(models))[i])
                for i, s in enumerate(specs)]
     stepper = PackStep(models, specs, train_loaders, device, generators, rng)
     for i, snap in enumerate(resumes or []):
         if snap is not None:
             stepper.restore(i, snap)
-    finish = None if on_finish is None else (lambda i: on_finish(i, members[i].history, members[i].at["schedule_state"]))
-    histories = run_members(stepper, members, test_loader, val_loader, device=device, on_epoch_end=on_epoch_end,
-                            on_finish=finish, progress=progress, desc=desc)
-    return [(h, m.at["schedule_state"]) for h, m in zip(histories, members)]
+    finish = None if on_finish is None else (lambda i: on_finish(i, members[i].fitted()))
+    run_members(stepper, members, test_loader, val_loader, device=device, on_epoch_end=on_epoch_end,
+                on_finish=finish, progress=progress, desc=desc)
+    return [m.fitted() for m in members]

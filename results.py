@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from config import short_value
+from records import HISTORY_KEYS, LATER_KEYS
 from stats import to_json
-from training_loop import HISTORY_KEYS, VALIDATION_KEYS
 
 MARK = "alternating-freeze-results/1"
 SWEEP_MARK = "alternating-freeze-sweep/1"
@@ -214,9 +214,6 @@ def _read_marked(path, mark, fix, check=None):
         return blob
     except Exception:
         raise ResultsError(f"{path} is corrupt or was not written by this suite; {fix}") from None
-
-
-LATER_KEYS = (*VALIDATION_KEYS, "train_acc")  # history columns that runs saved before them lack
 
 
 def _complete_run(run):

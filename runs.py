@@ -12,21 +12,21 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torchvision
 
+import workloads
 from config import DEFAULT_KEY, Config
-from data import TensorLoader, load_dataset
-from models import FreezableMLP
+from data import TensorLoader, WindowLoader, bigram_bits_per_char, load_dataset
 from results import LeaseLost, ResultsDir
 from stats import early_stopped
 from strategies import (RunName, StrategyError, identity, legacy_spec, load_plugins, spec, spec_difference)
 from pack import ENGINE as PACK_ENGINE
 from pack import fit_pack
-from training_loop import ENGINE, fit, pick_device
+from training_loop import ENGINE, TrainSpec, fit, pick_device, unit_flops
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,37 @@ class Unit:
 
 
 def build_model(cfg, dataset):
-    """The MLP of `cfg` (depth blocks of hidden_size, split after first_half_blocks) for the data;
-    depth 2, split 1 is the classic 3072-512-512-10 network."""
-    return FreezableMLP(dataset.input_size, (cfg.hidden_size,) * cfg.depth, len(dataset.classes),
-                        cfg.dropout, split=cfg.first_half_blocks)
+    """The network of `cfg`'s workload for the data (mlp with its defaults: the classic
+    3072-512-512-10 network on CIFAR-10)."""
+    return workloads.lookup(cfg.workload).build(cfg.model_settings(), dataset)
+
+
+def loaders(cfg, data, seed):
+    """(train, test, validation or None) loaders of `data` for a run of `seed`: images sliced from
+    the device tensors (augmented where the workload's setting says), or text in windows."""
+    s = cfg.model_settings()
+    if data.kind == "text":
+        window = lambda stream, **kw: WindowLoader(stream, s["context"], **kw)  # noqa: E731
+        return (window(data.x_train, batch_size=cfg.batch_size, shuffle=True, seed=seed, windows=s["train_size"]),
+                window(data.x_test, batch_size=cfg.eval_batch_size),
+                window(data.x_val, batch_size=cfg.eval_batch_size) if data.x_val is not None else None)
+    return (TensorLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=seed,
+                         augment=bool(s.get("augment"))),
+            TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size),
+            TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size) if data.x_val is not None else None)
+
+
+def data_facts(cfg, data):
+    """What config.json records of the data a cell's runs see: the scored items of each split,
+    and for text the documents of each split and a bigram model's test bits per character."""
+    if data.kind != "text":
+        return {"train_samples": len(data.y_train), "test_samples": len(data.y_test),
+                "val_samples": 0 if data.y_val is None else len(data.y_val)}
+    context = cfg.model_settings()["context"]
+    scored = lambda stream: 0 if stream is None else (len(stream) - 1) // context * context  # noqa: E731
+    return {"train_samples": len(data.x_train), "test_samples": scored(data.x_test), "val_samples": scored(data.x_val),
+            "documents": data.documents, "vocabulary": len(data.classes),
+            "bigram_test_bits_per_char": bigram_bits_per_char(data.x_train, data.x_test, context, len(data.classes))}
 
 
 _DATA = {}  # datasets already loaded in this process, by what determines them
@@ -69,21 +96,26 @@ def dataset_for(cfg, device):
 ENGINES = {"single": ENGINE, "pack": PACK_ENGINE}
 
 
-def stamp(name, engine="single"):
-    """What a run of `name` records about the code that computes it: its spec and the engine."""
-    return {"spec": spec(name), "engine": ENGINES[engine]}
+def stamp(name, engine="single", workload="mlp"):
+    """What a run of `name` records about the code that computes it: its strategy's spec, the
+    engine, and its workload's spec (a plugin workload's file hash included)."""
+    return {"spec": spec(name), "engine": ENGINES[engine], "workload": workloads.spec(workload)}
 
 
-def judge_for(engine="single"):
+def judge_for(engine="single", workload="mlp"):
     """judge(run): why a stored run (or a checkpoint's stamp) was made by other code than would
-    run it now under `engine`, or None. Runs saved before runs recorded a spec were made by
-    built-ins at version 1, with the reference engine."""
+    run it now under `engine` and `workload`, or None. Runs saved before runs recorded a spec were
+    made by built-ins at version 1, with the reference engine; before they recorded a workload,
+    by the MLP at version 1."""
     def judge(run):
         try:
             name = RunName.parse(run["strategy"])
         except StrategyError as e:
             return f"its strategy is not defined in this invocation ({e})"
-        now = stamp(name, engine)
+        try:
+            now = stamp(name, engine, workload)
+        except workloads.WorkloadError as e:
+            return f"its workload is not defined in this invocation ({e})"
         old = run.get("spec") or legacy_spec(name)
         if old is None:
             return f"{name} was saved without a spec, so what made it is unknown"
@@ -92,6 +124,10 @@ def judge_for(engine="single"):
         made_by = run.get("engine", "single/1")
         if made_by != now["engine"]:
             return f"{name} was made by engine {made_by}, this one is {now['engine']}"
+        old_w = run.get("workload") or workloads.LEGACY
+        if workloads.identity(old_w) != workloads.identity(now["workload"]):
+            return (f"{name} was made by other code: its workload's code changed ({old_w['code']['where']}: "
+                    f"{old_w['code']['fingerprint']} -> {now['workload']['code']['fingerprint']})")
         return None
     return judge
 
@@ -101,7 +137,8 @@ judge = judge_for("single")
 
 def open_cell(cfg, overwrite=False):
     """The results folder of the cell `cfg` describes."""
-    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY, judge=judge_for(cfg.engine))
+    return ResultsDir(cfg.out, cfg.result_key(), overwrite, defaults=DEFAULT_KEY,
+                      judge=judge_for(cfg.engine, cfg.workload))
 
 
 def environment(device):
@@ -147,7 +184,7 @@ def code_version():
     return dict(_CODE)
 
 
-def budget(unit, store, model, data):
+def budget(unit, store, model, train_loader):
     """max_flops / max_seconds for a matched-budget standard run, from its reference run. A FLOPs
     budget also fits the lr schedule to it: total_steps is the number of standard steps whose
     FLOPs fit, so a cosine reaches zero where the matched run stops (within one step)."""
@@ -156,13 +193,13 @@ def budget(unit, store, model, data):
         return {}
     folder, ref_name, ref_seed = unit.after or (cfg.out, RunName(name.reference), seed)
     ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY,
-                                                                            judge_for(cfg.engine))
+                                                                            judge_for(cfg.engine, cfg.workload))
     ref = ref_store.runs.saved(ref_name, ref_seed)["history"]
     if name.budget == "time":
         return {"max_seconds": sum(ref["epoch_time_s"])}
     flops = sum(ref["train_flops"])
-    per_sample = model.unit_train_flops(frozenset(range(len(model.units()))))
-    return {"max_flops": flops, "total_steps": steps_within(flops, per_sample, len(data.y_train), cfg.batch_size)}
+    per_sample = unit_flops(model, train_loader).train(frozenset(range(len(model.units()))))
+    return {"max_flops": flops, "total_steps": steps_within(flops, per_sample, train_loader.samples, cfg.batch_size)}
 
 
 def steps_within(budget, flops_per_sample, n_train, batch_size):
@@ -180,155 +217,132 @@ def steps_within(budget, flops_per_sample, n_train, batch_size):
     return steps
 
 
-def execute(unit, device=None, log=print, progress=False):
-    """Run `unit` (or resume it from its checkpoint) and save it; return the run. A run already
-    saved is returned as it is; one that another live executor holds (its lease) gives None.
-    The lease is refreshed at every epoch end and released when the run ends either way."""
-    load_plugins(unit.cfg.plugins)  # before any name is resolved: in workers and SLURM jobs too
-    cfg, name, seed = unit.cfg, unit.name, unit.seed
-    device = pick_device(device or cfg.device)
-    store = open_cell(cfg)
-    if store.runs.saved(name, seed):
-        return store.runs.saved(name, seed)
-    lease = store.leases.claim(name, seed, log)
-    if lease is None:
-        return None
-    try:
-        if store.runs.saved(name, seed):  # the previous holder saved it just before we claimed it
-            return store.runs.saved(name, seed)
-        return _train_and_save(unit, device, store, lease, log, progress)
-    except LeaseLost as e:
-        log(f"{unit.label}: {e}; stopped without saving")
-        return None
-    finally:
-        lease.release()
-
-
-def _train_and_save(unit, device, store, lease, log, progress):
-    cfg, name, seed = unit.cfg, unit.name, unit.seed
-    data = dataset_for(cfg, device)
-    snapshot = store.checkpoints.load(name, seed, log=log)
-    if snapshot is not None:
-        log(f"resumed {name} seed {seed} from epoch {len(snapshot['history']['epoch'])}")
-    torch.manual_seed(seed)  # same initial weights and dropout stream for every strategy
-    model = build_model(cfg, data).to(device)
-    if cfg.compile:
-        model = torch.compile(model)
-    train_loader = TensorLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=seed)
-    test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
-    val_loader = (TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size)
-                  if data.x_val is not None else None)
-    run_stamp = stamp(name, cfg.engine)
-
-    def checkpoint(snapshot):
-        lease.beat()  # raises LeaseLost if another executor took the run over
-        store.checkpoints.save(name, seed, snapshot, run_stamp)
-
-    spec_ = replace(cfg.train_spec(name), seed=seed, **budget(unit, store, model, data))
-    history, schedule_state = fit(model, train_loader, test_loader, spec_, device=device, val_loader=val_loader,
-                                  resume=snapshot, on_epoch_end=checkpoint, progress=progress, desc=unit.label)
-    lease.beat()
-    run = _run_record(unit, history, schedule_state, run_stamp, data, device)
-    store.save_run(run)
-    return run
+@dataclass
+class _Claim:
+    """A unit this executor holds the lease of, in its cell's folder."""
+    unit: Unit
+    store: ResultsDir
+    lease: object
 
 
 def execute_task(units, device=None, log=print, progress=False, on_run=None):
-    """Execute a task: its units one after another (the reference engine), or as one pack. Calls
-    on_run(unit, run) as each run is saved (None: another executor holds it) and returns
-    {unit: run or None}."""
+    """Execute a task, the one path for both engines: each unit claims its lease (a unit already
+    saved, or held by another live executor, is reported as it is: its run, or None), resumes
+    from its own checkpoint if it has one, and its run is saved the moment it ends, then its lease
+    released. The reference engine trains the claimed units one after another; --engine pack
+    trains them as one pack. Calls on_run(unit, run) as each is known and returns {unit: run}."""
     on_run = on_run or (lambda unit, run: None)
-    if units[0].cfg.engine == "pack":
-        return execute_pack(units, device, log, progress, on_run)
-    out = {}
-    for unit in units:
-        out[unit] = execute(unit, device, log, progress)
-        on_run(unit, out[unit])
-    return out
-
-
-def execute_pack(units, device=None, log=print, progress=False, on_run=lambda unit, run: None):
-    """Train `units` as one pack (see pack.py): every unit claims its lease, resumes from its own
-    checkpoint if it has one, and is saved (and its lease released) the moment it ends. Units
-    already saved or held elsewhere are left out of the pack."""
-    load_plugins(units[0].cfg.plugins)
+    load_plugins(units[0].cfg.plugins)  # before any name is resolved: in workers and SLURM jobs too
     device = pick_device(device or units[0].cfg.device)
-    out, claimed = {}, []
-    try:
-        for unit in units:
-            if unit.name.budget == "time":
-                raise StrategyError(f"{unit.name}: a time-matched run needs --engine single (a pack's members "
-                                    f"share their steps, so none has a time of its own)")
-            store = open_cell(unit.cfg)
-            run = store.runs.saved(unit.name, unit.seed)
-            lease = None if run else store.leases.claim(unit.name, unit.seed, log)
-            if run is None and lease is not None and store.runs.saved(unit.name, unit.seed):
-                run = store.runs.saved(unit.name, unit.seed)
-                lease.release()
-                lease = None
-            if lease is None:
-                out[unit] = run
-                on_run(unit, run)
-            else:
-                claimed.append((unit, store, lease))
-        if claimed:
-            _train_pack_and_save(claimed, device, log, progress, out, on_run)
-    finally:
-        for _, _, lease in claimed:
-            lease.release()
+    out = {}
+    groups = [units] if units[0].cfg.engine == "pack" else [[u] for u in units]
+    for group in groups:
+        claimed = []
+        try:
+            for unit in group:
+                claim = _claim(unit, log)
+                if isinstance(claim, _Claim):
+                    claimed.append(claim)
+                else:
+                    out[unit] = claim
+                    on_run(unit, claim)
+            if claimed:
+                _train_and_save(claimed, device, log, progress, out, on_run)
+        finally:
+            for c in claimed:
+                c.lease.release()
     return out
 
 
-def _train_pack_and_save(claimed, device, log, progress, out, on_run):
-    cfg = claimed[0][0].cfg
+def _claim(unit, log):
+    """A _Claim on `unit`, or its saved run, or None while another live executor holds it."""
+    if unit.name.budget == "time" and unit.cfg.engine == "pack":
+        raise StrategyError(f"{unit.name}: a time-matched run needs --engine single (a pack's members "
+                            f"share their steps, so none has a time of its own)")
+    store = open_cell(unit.cfg)
+    run = store.runs.saved(unit.name, unit.seed)
+    if run is not None:
+        return run
+    lease = store.leases.claim(unit.name, unit.seed, log)
+    if lease is None:
+        return None
+    if store.runs.saved(unit.name, unit.seed):  # the previous holder saved it just before we claimed it
+        lease.release()
+        return store.runs.saved(unit.name, unit.seed)
+    return _Claim(unit, store, lease)
+
+
+def _train_and_save(claimed, device, log, progress, out, on_run):
+    """Train the claimed units together (one run, or a pack), checkpoint each at every epoch end
+    and save each the moment it ends; a unit whose lease was taken over stops unsaved."""
+    cfg = claimed[0].unit.cfg
     data = dataset_for(cfg, device)
-    models, gens, loaders, specs, resumes = [], [], [], [], []
-    for unit, store, _ in claimed:
-        snapshot = store.checkpoints.load(unit.name, unit.seed, log=log)
+    engine = cfg.engine
+    models, gens, train_loaders, specs, resumes, stamps = [], [], [], [], [], []
+    for c in claimed:
+        unit = c.unit
+        snapshot = c.store.checkpoints.load(unit.name, unit.seed, log=log)
         if snapshot is not None:
             log(f"resumed {unit.name} seed {unit.seed} from epoch {len(snapshot['history']['epoch'])}")
-        torch.manual_seed(unit.seed)  # each member's initial weights, as the reference engine makes them
+        torch.manual_seed(unit.seed)  # same initial weights and dropout stream for every strategy
         model = build_model(unit.cfg, data)
         gens.append(torch.Generator())
-        gens[-1].set_state(torch.get_rng_state())  # CPU: where the reference's dropout stream starts
+        gens[-1].set_state(torch.get_rng_state())  # a pack member's dropout starts where the reference's does
+        train, test_loader, val_loader = loaders(unit.cfg, data, unit.seed)
         models.append(model)
-        loaders.append(TensorLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=unit.seed))
-        specs.append(replace(unit.cfg.train_spec(unit.name), seed=unit.seed, **budget(unit, store, model, data)))
+        train_loaders.append(train)
+        specs.append(TrainSpec.of(unit.cfg, unit.name, seed=unit.seed, **budget(unit, c.store, model, train)))
         resumes.append(snapshot)
-    stamps = [stamp(u.name, "pack") for u, _, _ in claimed]
-    test_loader = TensorLoader(data.x_test, data.y_test, cfg.eval_batch_size)
-    val_loader = TensorLoader(data.x_val, data.y_val, cfg.eval_batch_size) if data.x_val is not None else None
+        stamps.append(stamp(unit.name, engine, unit.cfg.workload))
 
     def checkpoint(i, snapshot):
-        unit, store, lease = claimed[i]
+        c = claimed[i]
         try:
-            lease.beat()
+            c.lease.beat()  # LeaseLost if another executor took the run over
         except LeaseLost as e:
-            log(f"{unit.label}: {e}; stopped without saving")
-            out[unit] = None
-            on_run(unit, None)
+            log(f"{c.unit.label}: {e}; stopped without saving")
+            out[c.unit] = None
+            on_run(c.unit, None)
             return False
-        store.checkpoints.save(unit.name, unit.seed, snapshot, stamps[i])
+        c.store.checkpoints.save(c.unit.name, c.unit.seed, snapshot, stamps[i])
         return True
 
-    def finish(i, history, schedule_state):
-        unit, store, lease = claimed[i]
-        run = _run_record(unit, history, schedule_state, stamps[i], data, device, pack_size=len(claimed))
-        store.save_run(run)
-        lease.release()
-        out[unit] = run
-        on_run(unit, run)
+    def finish(i, fitted):
+        c = claimed[i]
+        try:
+            c.lease.beat()
+        except LeaseLost as e:
+            log(f"{c.unit.label}: {e}; stopped without saving")
+            out[c.unit] = None
+            on_run(c.unit, None)
+            return
+        extra = {"pack_size": len(claimed)} if engine == "pack" else {}
+        run = _run_record(c.unit, fitted, stamps[i], test_loader, device, **extra)
+        c.store.save_run(run)
+        c.lease.release()
+        out[c.unit] = run
+        on_run(c.unit, run)
 
-    fit_pack(models, loaders, test_loader, specs, device=device, val_loader=val_loader, resumes=resumes,
-             on_epoch_end=checkpoint, on_finish=finish, generators=gens, progress=progress,
-             desc=f"pack of {len(claimed)}")
+    if engine == "pack":
+        fit_pack(models, train_loaders, test_loader, specs, device=device, val_loader=val_loader, resumes=resumes,
+                 on_epoch_end=checkpoint, on_finish=finish, generators=gens, progress=progress,
+                 desc=f"pack of {len(claimed)}")
+    else:
+        model = models[0].to(device)
+        if cfg.compile:
+            model = torch.compile(model)
+        fit(model, train_loaders[0], test_loader, specs[0], device=device, val_loader=val_loader, resume=resumes[0],
+            on_epoch_end=lambda snapshot: checkpoint(0, snapshot), on_finish=lambda fitted: finish(0, fitted),
+            progress=progress, desc=claimed[0].unit.label)
 
 
-def _run_record(unit, history, schedule_state, run_stamp, data, device, **extra):
+def _run_record(unit, fitted, run_stamp, test_loader, device, **extra):
     """The JSON record of a finished run, as results.py saves it."""
-    return {"strategy": str(unit.name), "seed": unit.seed, "history": history, "test_samples": len(data.y_test),
+    history = fitted.history
+    return {"strategy": str(unit.name), "seed": unit.seed, "history": history, "test_samples": test_loader.scored,
             "early_stopped": early_stopped(history), **run_stamp,
-            **({"schedule_state": schedule_state} if schedule_state is not None else {}),
+            **({"schedule_state": fitted.schedule_state} if fitted.schedule_state is not None else {}),
+            "memory": fitted.memory,
             "environment": {"device": str(device), "threads": torch.get_num_threads(),
                             "host": platform.node(), "pid": os.getpid(), "code": code_version(),
                             "cpu": cpu_model(), "gpu": torch.cuda.get_device_name(device)

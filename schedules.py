@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FIRST, SECOND = 0, 1  # the halves (models.FIRST, models.SECOND)
+from models import FIRST, SECOND  # the halves
+
 BOTH = (FIRST, SECOND)
 MEASURES = ("grad_norm", "weight_change")
 
@@ -309,3 +310,48 @@ class AutoFreeze(Schedule):
 
     def factors(self, epoch, step, run, state):
         return on(set(range(state["frozen"], run.units)), run)
+
+
+@dataclass(frozen=True)
+class LISA(Schedule):
+    """LISA (Pan et al. 2024), layerwise importance sampling: the first unit (the embeddings) and
+    the head always train; of the N - 2 middle units, `gamma` chosen uniformly at random (without
+    replacement) train for `every` steps, then a fresh draw, from (the run's seed, the period).
+    With fewer middle units than gamma, all of them train. Optimizer state is kept across draws."""
+    gamma: int = 2
+    every: int = 20
+
+    def __post_init__(self):
+        if self.gamma < 1 or self.every < 1:
+            raise ValueError(f"gamma and every must be at least 1, got {self.gamma} and {self.every}")
+
+    def middle(self, step, run):
+        """The middle units that train at `step`."""
+        middle = list(range(1, run.units - 1))
+        if len(middle) <= self.gamma:
+            return frozenset(middle)
+        draw = np.random.default_rng([run.seed, step // self.every, 0x115A]).choice(len(middle), self.gamma,
+                                                                                     replace=False)
+        return frozenset(middle[i] for i in draw)
+
+    def phase(self, epoch, step, run, factors):
+        return step // self.every
+
+    def factors(self, epoch, step, run, state):
+        return on({0, run.units - 1} | self.middle(step, run), run)
+
+
+@dataclass(frozen=True)
+class GradualUnfreezing(Schedule):
+    """Gradual unfreezing (ULMFiT, Howard and Ruder 2018): epoch e trains the top
+    1 + floor(e / every) units (the head first, then one more unit below it every `every` epochs),
+    everything once all N are unfrozen: layer freezing reversed."""
+    every: int = 1
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"every must be at least 1, got {self.every}")
+
+    def factors(self, epoch, step, run, state):
+        top = min(run.units, 1 + epoch // self.every)
+        return on(set(range(run.units - top, run.units)), run)

@@ -23,19 +23,14 @@ a run records, and a stored run whose spec differs from what would run now is ne
 from __future__ import annotations
 
 import difflib
-import functools
-import hashlib
-import importlib
-import importlib.util
-import inspect
 import re
-import sys
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from pathlib import Path
 
 import schedules as S
-from schedules import FIRST, SECOND, Schedule
+from models import FIRST, SECOND
+from plugins import code_origin, import_plugin, note_registration, record
+from schedules import Schedule
 
 
 class StrategyError(ValueError):
@@ -54,7 +49,6 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {}
 _ALTERNATING_K = re.compile(r"alternating-(\d+)")  # alternating-25: alternating-k[every=25]
 CORE = ("standard", "alternating-epoch", "alternating-batch")
-BUILTIN_MODULES = ("schedules", "strategies")
 
 
 def register(name, schedule=None, *, reset_optimizer=False, freeze_bn_stats=None, description=""):
@@ -72,11 +66,12 @@ def register(name, schedule=None, *, reset_optimizer=False, freeze_bn_stats=None
         if clash:
             raise StrategyError(f"register({name!r}, ...): knob {clash[0]!r} would hide Schedule.{clash[0]}; "
                                 f"give the field another name")
-        if name in STRATEGIES and _origin(type(STRATEGIES[name].schedule)) != _origin(type(sched)):
+        if name in STRATEGIES and code_origin(type(STRATEGIES[name].schedule)) != code_origin(type(sched)):
             raise StrategyError(f"strategy {name!r} is already registered (by "
-                                f"{_origin(type(STRATEGIES[name].schedule))['where']}); choose another name")
+                                f"{code_origin(type(STRATEGIES[name].schedule))['where']}); choose another name")
         STRATEGIES[name] = Strategy(sched, reset_optimizer, freeze_bn_stats,
                                     description or (type(sched).__doc__ or "").strip().split("\n")[0])
+        note_registration("strategy", name, type(sched))
         return obj
 
     return add if schedule is None else add(schedule)
@@ -112,6 +107,8 @@ register("cyclic-blocks-reset", S.CyclicBlocks(), reset_optimizer=True,
          description="cyclic blocks, Adam state cleared at each switch (BAdam)")
 register("layerout", S.LayerOut(), description="blocks freeze at random each epoch (Goutam 2020)")
 register("autofreeze", S.AutoFreeze(), description="leading blocks freeze once their gradient settles (Liu 2021)")
+register("lisa", S.LISA(), description="embeddings and head always, gamma random middle units every K steps (Pan 2024)")
+register("gradual-unfreezing", S.GradualUnfreezing(), description="head first, one more unit every k epochs (ULMFiT)")
 BUILTIN = tuple(STRATEGIES)  # `all`: every built-in strategy (plugins are named one by one)
 
 
@@ -324,32 +321,11 @@ def _variants(text):
     return [f"{m.group(1)}[{','.join(c)}]" for c in itertools.product(*options)]
 
 
-# --- where a schedule's code comes from -----------------------------------------------------------
-def _origin(cls):
-    """{"kind", "where", "fingerprint"}: a built-in's declared version, or the sha256 of the file
-    that defines the class (a plugin file, or a module's file)."""
-    module = cls.__module__
-    if module in BUILTIN_MODULES:
-        return {"kind": "builtin", "where": "built in", "fingerprint": f"{cls.__name__} v{cls.version}"}
-    if module == "__main__":
-        return {"kind": "script", "where": "the script being run (__main__)",
-                "fingerprint": _file_hash(getattr(sys.modules.get("__main__"), "__file__", None))}
-    path = inspect.getsourcefile(cls) or getattr(sys.modules.get(module), "__file__", None)
-    kind = "plugin" if module in _PLUGIN_MODULES.values() else "module"
-    return {"kind": kind, "where": str(path), "fingerprint": _file_hash(path)}
-
-
-@functools.lru_cache(maxsize=None)
-def _file_hash(path):
-    if not path or not Path(path).is_file():
-        return None
-    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
+# --- what a run records about its strategy -------------------------------------------------------
 def _strategy_spec(name):
     s = name.strategy()
     cls = type(s.schedule)
-    origin = _origin(cls)
+    origin = code_origin(cls)
     return {"strategy": str(name), "registered": name.base, "schedule": cls.__name__,
             "knobs": {k: getattr(s.schedule, k) for k in knobs_of(s.schedule)},
             "options": {"reset_optimizer": s.reset_optimizer, "freeze_bn_stats": s.freeze_bn_stats},
@@ -415,55 +391,15 @@ def spec_difference(old, new):
 
 
 # --- plugins -------------------------------------------------------------------------------------
-_PLUGIN_MODULES: dict[str, str] = {}  # plugin as given -> the module name it was imported as
-
-
 def load_plugins(plugins):
     """Import each plugin (a .py file or an importable module) once per process, before any name
-    is resolved; return [{"plugin", "path", "sha256", "strategies"}] for config.json."""
-    return [load_plugin(p) for p in plugins]
+    is resolved; return [{"plugin", "path", "sha256", "strategies", "workloads"}] for config.json."""
+    return [_loaded(p) for p in plugins]
 
 
-def load_plugin(plugin):
-    plugin = str(plugin)
-    before = set(STRATEGIES)
-    if plugin not in _PLUGIN_MODULES:
-        module = _import(plugin)
-        _PLUGIN_MODULES[plugin] = module.__name__
-        added = sorted(set(STRATEGIES) - before)
-        if not added:
-            raise StrategyError(f"plugin {plugin} registered no strategy: call strategies.register at the "
-                                f"top level of the file (a plugin is imported, so code under "
-                                f"'if __name__ == \"__main__\":' never runs)")
-    module = sys.modules[_PLUGIN_MODULES[plugin]]
-    path = getattr(module, "__file__", None)
-    mine = sorted(n for n, s in STRATEGIES.items() if type(s.schedule).__module__ == module.__name__)
-    return {"plugin": plugin, "path": str(path), "sha256": (_file_hash(path) or "")[len("sha256:"):],
-            "strategies": mine}
-
-
-def _import(plugin):
-    if plugin.endswith(".py") or "/" in plugin or Path(plugin).is_file():
-        path = Path(plugin).expanduser().resolve()
-        if not path.is_file():
-            raise StrategyError(f"--plugin {plugin}: no such file")
-        name = "altfreeze_plugin_" + re.sub(r"\W", "_", path.stem) + "_" + hashlib.sha1(
-            str(path).encode()).hexdigest()[:8]
-        spec_ = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec_)
-        sys.modules[name] = module
-        try:
-            spec_.loader.exec_module(module)
-        except Exception as e:
-            del sys.modules[name]
-            raise StrategyError(f"--plugin {plugin} failed to import: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from None
-        return module
-    try:
-        return importlib.import_module(plugin)
-    except Exception as e:
-        raise StrategyError(f"--plugin {plugin} failed to import: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")) from None
+def _loaded(plugin):
+    import_plugin(plugin)
+    return record(plugin)
 
 
 def check_portable(names, in_workers):
@@ -473,7 +409,7 @@ def check_portable(names, in_workers):
         return
     for n in names:
         base = n.strategy.base
-        if base in STRATEGIES and _origin(type(STRATEGIES[base].schedule))["kind"] == "script":
+        if base in STRATEGIES and code_origin(type(STRATEGIES[base].schedule))["kind"] == "script":
             raise StrategyError(f"strategy {base!r} is registered by the script being run (__main__), which "
                                 f"worker processes and SLURM jobs do not run; move it into a file and "
                                 f"pass --plugin FILE.py")

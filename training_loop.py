@@ -13,28 +13,25 @@ from __future__ import annotations
 
 import math
 import random
+import resource
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import flops as flop_count
+from config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, Config  # noqa: F401 (PRECISIONS: re-exported)
 from models import FIRST, SECOND
+from records import HISTORY_KEYS, VALIDATION_KEYS, Epoch  # noqa: F401 (VALIDATION_KEYS: re-exported)
 from schedules import BOTH, AllUnits, Observation, RunShape, Schedule, alternating
+from workloads import lookup as workload_of
 
 STANDARD = AllUnits()
-# what train() records per epoch; results.py writes these as metrics.csv columns
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-                "epoch_time_s", "eval_time_s", "steps", "steps_first", "steps_second", "param_updates",
-                "train_flops", "diverged")
-VALIDATION_KEYS = ("val_loss", "val_acc")  # None without a validation split, absent in older runs
-PRECISIONS = ("fp32", "bf16", "tf32")
-LR_SCHEDULES = ("constant", "cosine", "linear")
-OPTIMIZERS = ("adam", "adamw", "sgd")
 ENGINE = "single/1"  # the reference engine; a change to what its step computes gets a new number
 
 
@@ -181,7 +178,8 @@ def precision_context(precision="fp32", device="cpu"):
 
 @torch.inference_mode()
 def evaluate_model(model, loader, device=None, precision="fp32"):
-    """(mean cross-entropy, accuracy in %) over `loader`, with one host sync."""
+    """(mean cross-entropy in nats, accuracy in %) over `loader`, with one host sync; predictions
+    are over the logits' last dimension (an image's class, or every next character)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -192,8 +190,8 @@ def evaluate_model(model, loader, device=None, precision="fp32"):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with precision_context(precision, device):
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        loss_sum += F.cross_entropy(logits.flatten(0, -2).float(), y.flatten(), reduction="sum")
+        correct += (logits.argmax(-1) == y).sum()
         n += y.numel()
     model.train(was_training)
     return loss_sum.item() / n, 100.0 * correct.item() / n
@@ -280,26 +278,40 @@ def check_factors(factors, run, name, epoch, step):
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Everything one run trains with apart from its model and data."""
+    """One run: the settings it trains with (a Config: epochs, lr, optimizer, weight decay, lr
+    schedule, warmup, precision, the workload and its loss) and what its strategy and budget add."""
+    settings: Config = field(default_factory=Config)
     schedule: Schedule = STANDARD
-    num_epochs: int = 15
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    warmup_epochs: int = 0
-    total_steps: int | None = None   # where the lr schedule ends (a matched budget's steps); default all
     seed: int = 0                    # schedules that draw (cyclic blocks in random order, LayerOut) use it
     reset_optimizer: bool = False    # re-create the optimizer at every phase change
     freeze_bn_stats: bool = False    # frozen units' BatchNorm running statistics stay fixed too
+    total_steps: int | None = None   # where the lr schedule ends (a matched budget's steps); default all
     max_flops: float | None = None   # stop before a step would exceed this many training FLOPs
     max_seconds: float | None = None  # stop once this many training seconds are spent
-    precision: str = "fp32"
     name: str = "run"                # how messages name the run's strategy
 
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r} (choose {', '.join(OPTIMIZERS)})")
+    @classmethod
+    def of(cls, cfg, name, **run):
+        """What a run of `name` (a strategies.RunName) trains with under `cfg`, its budget aside."""
+        s = name.strategy.strategy()
+        return cls(cfg, s.schedule, reset_optimizer=s.reset_optimizer, name=str(name),
+                   freeze_bn_stats=cfg.freeze_bn_stats if s.freeze_bn_stats is None else s.freeze_bn_stats, **run)
+
+    def loss(self):
+        """The training loss (logits, targets) -> scalar of the run's workload."""
+        w, s = workload_of(self.settings.workload), self.settings.model_settings()
+        return lambda logits, y: w.loss(logits, y, s)
+
+
+LEGACY_OPTIONS = {"num_epochs": "epochs", "learning_rate": "lr"}  # train()'s names in the earlier public API
+
+
+def spec_from_options(schedule=STANDARD, **options):
+    """A TrainSpec from train()'s keyword options: Config's settings (epochs, lr, optimizer, ...; the
+    earlier API's num_epochs and learning_rate too) and TrainSpec's own fields (seed, ...)."""
+    own = {f.name for f in fields(TrainSpec)} - {"settings", "schedule"}
+    settings = {LEGACY_OPTIONS.get(k, k): v for k, v in options.items() if k not in own}
+    return TrainSpec(Config(**settings), schedule, **{k: v for k, v in options.items() if k in own})
 
 
 @dataclass(frozen=True)
@@ -311,30 +323,7 @@ class StepPlan:
     halves: frozenset      # halves with a trainable unit
     flops: int             # training FLOPs of the step
     params: int            # scalar parameters it updates
-    size: int              # batch size
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """One epoch of one run: a row of the history (HISTORY_KEYS)."""
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float | None
-    val_acc: float | None
-    test_loss: float
-    test_acc: float
-    epoch_time_s: float
-    eval_time_s: float
-    steps: int
-    steps_first: int
-    steps_second: int
-    param_updates: int
-    train_flops: int
-    diverged: bool
-
-
-assert tuple(f.name for f in fields(EpochStats)) == HISTORY_KEYS
+    size: int              # batch size (images, or windows of text)
 
 
 class Member:
@@ -344,7 +333,7 @@ class Member:
     def __init__(self, spec, run, unit_sizes, flops_per_sample, resume=None):
         self.spec, self.run = spec, run
         self.sizes, self.flops_per_sample = unit_sizes, flops_per_sample  # trainable set -> FLOPs/sample
-        self.warmup_steps = spec.warmup_epochs * (run.steps_per_epoch or 0)
+        self.warmup_steps = spec.settings.warmup_epochs * (run.steps_per_epoch or 0)
         self.costs = {}
         # where the run stands between epochs; with the stepper's states this is all a resume needs
         self.at = {"step": 0, "phase": None, "total_flops": 0, "total_seconds": 0.0,
@@ -361,7 +350,7 @@ class Member:
         return len(self.history["epoch"])
 
     def new_epoch(self):
-        self.n = self.steps = self.steps_first = self.steps_second = self.updates = self.flops = 0
+        self.steps = self.steps_first = self.steps_second = self.updates = self.flops = 0
         self.out_of_budget = False
 
     def cost(self, trainable):
@@ -387,12 +376,11 @@ class Member:
             return None
         reset = spec.reset_optimizer and at["phase"] is not None and phase != at["phase"]
         at["phase"] = phase
-        mult = lr_multiplier(spec.lr_schedule, at["step"], self.run.total_steps, self.warmup_steps)
-        lrs = tuple(spec.learning_rate * mult * f for f in factors)
+        mult = lr_multiplier(spec.settings.lr_schedule, at["step"], self.run.total_steps, self.warmup_steps)
+        lrs = tuple(spec.settings.lr * mult * f for f in factors)
         return StepPlan(trainable, lrs, reset, halves, flops, params, size)
 
     def account(self, plan):
-        self.n += plan.size
         self.at["step"] += 1
         self.steps += 1
         self.steps_first += FIRST in plan.halves
@@ -400,7 +388,7 @@ class Member:
         self.updates += plan.params
         self.flops += plan.flops
 
-    def end_epoch(self, epoch, loss_sum, correct, seconds, val, test, eval_seconds):
+    def end_epoch(self, epoch, loss_sum, correct, count, seconds, val, test, eval_seconds):
         """Record the epoch (if it took a step). True when the run stands where it can go on
         from: it took a step, did not diverge and was not stopped by its budget (its last epoch
         included); `live` says whether another epoch follows."""
@@ -409,15 +397,20 @@ class Member:
         if self.steps == 0:
             self.live = False
             return False
-        train_loss, train_acc = loss_sum / max(self.n, 1), 100.0 * correct / max(self.n, 1)
+        train_loss, train_acc = loss_sum / max(count, 1), 100.0 * correct / max(count, 1)
         diverged = not all(math.isfinite(v) for v in (train_loss, test[0], val[0] if val[0] is not None else 0.0))
-        row = EpochStats(epoch + 1, train_loss, train_acc, *val, *test, seconds, eval_seconds, self.steps,
+        row = Epoch(epoch + 1, train_loss, train_acc, *val, *test, seconds, eval_seconds, self.steps,
                          self.steps_first, self.steps_second, self.updates, self.flops, diverged)
         for k, v in asdict(row).items():
             self.history[k].append(v)
         keep = not (diverged or self.out_of_budget)
-        self.live = keep and self.epochs_done < self.spec.num_epochs
+        self.live = keep and self.epochs_done < self.spec.settings.epochs
         return keep
+
+    def note_memory(self, peaks):
+        """Keep each memory figure at its peak over the run (a resumed run keeps its earlier peaks)."""
+        old = self.at.get("memory", {})
+        self.at["memory"] = {k: max(v, old.get(k, 0)) for k, v in peaks.items()}
 
     def observe(self, measures):
         """Hand a closed-loop schedule what the epoch showed (validation, never test)."""
@@ -429,6 +422,9 @@ class Member:
     def snapshot(self):
         return {"at": dict(self.at), "history": self.history}
 
+    def fitted(self):
+        return Fitted(self.history, self.at["schedule_state"], dict(self.at.get("memory", {})))
+
 
 class _Optimizers:
     """The optimizer of a run: one over every unit, each unit its own parameter group, so that
@@ -439,9 +435,10 @@ class _Optimizers:
         self.build()
 
     def build(self):
-        groups = [{"params": list(m.parameters()), "lr": self.spec.learning_rate, "unit": u}
+        s = self.spec.settings
+        groups = [{"params": list(m.parameters()), "lr": s.lr, "unit": u}
                   for u, m in enumerate(self.model.units())]
-        self.opt = make_optimizer(self.spec.optimizer, groups, self.spec.learning_rate, self.spec.weight_decay,
+        self.opt = make_optimizer(s.optimizer, groups, s.lr, s.weight_decay,
                                   device=self.device)
 
     def set_lr(self, lrs):
@@ -496,6 +493,59 @@ class UnitMeter:
         return grad, change
 
 
+class MemoryPeaks:
+    """The bytes of trainable parameters and of optimizer state, at their peaks over a run: what
+    BAdam and LISA set out to save. Measured after the first step of every new trainable set (state
+    only grows while the set stays the same) and after every optimizer reset."""
+
+    def __init__(self, unit_params):
+        self.unit_bytes = [sum(p.numel() * p.element_size() for p in ps) for ps in unit_params]
+        self.trainable_bytes = self.state_bytes = 0
+        self.seen = None
+
+    def after_step(self, plan, state_bytes):
+        """After an optimizer step; state_bytes() counts the optimizer's state then."""
+        if plan.trainable == self.seen and not plan.reset:
+            return
+        self.seen = plan.trainable
+        self.trainable_bytes = max(self.trainable_bytes, sum(self.unit_bytes[u] for u in plan.trainable))
+        self.state_bytes = max(self.state_bytes, state_bytes())
+
+    def peaks(self):
+        return {"trainable_param_bytes": self.trainable_bytes, "optimizer_state_bytes": self.state_bytes}
+
+
+def optimizer_state_bytes(optimizer):
+    """The bytes of every tensor an optimizer keeps (Adam's moments and step counts, SGD's momentum)."""
+    return sum(v.numel() * v.element_size() for state in optimizer.state.values() for v in state.values()
+               if torch.is_tensor(v))
+
+
+def reset_peak_memory(device):
+    """Start a new peak: CUDA's allocator statistics, or (Linux) the process's peak resident set."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM, the peak resident set size
+    except OSError:
+        pass
+
+
+def peak_memory(device):
+    """{"peak_device_bytes"}: max_memory_allocated on CUDA; {"peak_resident_bytes"}: the process's
+    peak resident set since reset_peak_memory (VmHWM; the whole process, data included) elsewhere."""
+    if torch.device(device).type == "cuda":
+        return {"peak_device_bytes": int(torch.cuda.max_memory_allocated(device))}
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux and BSD: kB (macOS: bytes)
+    return {"peak_resident_bytes": kb * 1024}
+
+
 class ModuleStep:
     """The reference engine: one nn.Module trained in place. A frozen unit has requires_grad off,
     so autograd computes nothing for it and the optimizer skips it; evaluation is the module's."""
@@ -503,9 +553,11 @@ class ModuleStep:
     def __init__(self, model, spec, loader, device):
         self.model, self.spec, self.loader, self.device = model, spec, loader, device
         self.opts = _Optimizers(model, spec, device)
+        self.loss = spec.loss()
         measures = spec.schedule.observes if spec.schedule.closed_loop() else ()
         self.unit_params = [list(m.parameters()) for m in model.units()]
         self.meter = UnitMeter(self.unit_params, measures) if measures else None
+        self.bytes = MemoryPeaks(self.unit_params)
 
     def restore(self, snapshot):
         self.model.load_state_dict(snapshot["model"])
@@ -524,6 +576,7 @@ class ModuleStep:
         self.trainable = None  # evaluation put every unit back in train mode: apply the schedule again
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.count = 0
         (member,) = members
         for x, y in self.loader:
             self.batch = (x, y)
@@ -539,23 +592,28 @@ class ModuleStep:
             self.opts.build()  # fresh Adam: moments and step counts start from zero
         self.opts.set_lr(plan.lrs)
         x, y = (t.to(self.device, non_blocking=True) for t in self.batch)
-        with precision_context(spec.precision, self.device):
+        with precision_context(spec.settings.precision, self.device):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = self.loss(logits, y)
         model.zero_grad(set_to_none=True)  # frozen params keep grad=None: optimizers skip them
         loss.backward()
         if self.meter:
             self.meter.add(plan.trainable, [[p.grad for p in ps] for ps in self.unit_params])
         self.opts.step()
-        self.loss_sum += loss.detach() * y.shape[0]
-        self.correct += (logits.detach().argmax(1) == y).sum()  # in train mode: dropout on
+        self.bytes.after_step(plan, lambda: optimizer_state_bytes(self.opts.opt))
+        self.loss_sum += loss.detach() * y.numel()
+        self.correct += (logits.detach().argmax(-1) == y).sum()  # in train mode: dropout on
+        self.count += y.numel()
 
     def epoch_totals(self):
-        """{member: (loss sum, correct)}: the epoch's one host sync."""
-        return [(self.loss_sum.item(), self.correct.item())]
+        """[(loss sum, correct, scored items)]: the epoch's one host sync."""
+        return [(self.loss_sum.item(), self.correct.item(), self.count)]
+
+    def memory(self, i=0):
+        return self.bytes.peaks()
 
     def evaluate(self, loader):
-        return [evaluate_model(self.model, loader, self.device, self.spec.precision)]
+        return [evaluate_model(self.model, loader, self.device, self.spec.settings.precision)]
 
     def measures(self, i):
         return self.meter.read() if self.meter else (None, None)
@@ -572,11 +630,12 @@ def run_members(stepper, members, test_loader, val_loader=None, *, device, on_ep
     its schedule if that observes, and handed to on_epoch_end(i, snapshot) for its checkpoint (a
     False from it stops that member: its lease was lost). on_finish(i) follows a member's last
     epoch, so that a pack saves each run the moment it ends."""
-    precision = members[0].spec.precision
-    num_epochs = max(m.spec.num_epochs for m in members)
+    precision = members[0].spec.settings.precision
+    num_epochs = max(m.spec.settings.epochs for m in members)
     start = min(m.epochs_done for m in members)
     watch, evals = Stopwatch(device), Stopwatch(device)
     bar = Progress(num_epochs - start, desc, progress)
+    reset_peak_memory(device)
     with training_numerics(precision, device):  # tf32: forward and backward
         for epoch in range(start, num_epochs):
             # a member resumed from a later epoch waits for the others to reach it
@@ -612,6 +671,7 @@ def run_members(stepper, members, test_loader, val_loader=None, *, device, on_ep
                 m = members[i]
                 if m.end_epoch(epoch, *totals[j], seconds, val[j] if val else (None, None),
                                test[j] if test else None, eval_seconds):
+                    m.note_memory({**stepper.memory(i), **peak_memory(device)})
                     if m.spec.schedule.closed_loop():
                         m.observe(stepper.measures(i))
                     if on_epoch_end is not None and on_epoch_end(i, {**stepper.snapshot(i), **m.snapshot()}) is False:
@@ -630,11 +690,13 @@ def run_members(stepper, members, test_loader, val_loader=None, *, device, on_ep
 
 def train(model, train_loader, test_loader, schedule=STANDARD, *, device=None, val_loader=None,
           resume=None, on_epoch_end=None, progress=False, desc=None, **options):
-    """Train `model` following `schedule`; return a per-epoch history (dict of lists).
+    """Train `model` (a models.FreezableNet) following `schedule`; return a per-epoch history (dict
+    of lists).
 
-    `options` are TrainSpec's fields (num_epochs, learning_rate, optimizer, weight_decay,
-    lr_schedule, warmup_epochs, total_steps, seed, reset_optimizer, freeze_bn_stats, max_flops,
-    max_seconds, precision, name):
+    `options` are Config's settings (epochs, lr, optimizer, weight_decay, lr_schedule,
+    warmup_epochs, precision, workload, label_smoothing, ...; the earlier public API's num_epochs
+    and learning_rate too) and TrainSpec's own fields (seed, reset_optimizer, freeze_bn_stats,
+    total_steps, max_flops, max_seconds, name):
     - One optimizer persists across switches, so a unit's Adam moments survive its frozen
       periods; `reset_optimizer=True` re-creates it at every phase change (the earlier public
       version's behaviour, kept so its effect can be measured).
@@ -649,29 +711,59 @@ def train(model, train_loader, test_loader, schedule=STANDARD, *, device=None, v
       the schedule's state, the history); `resume=snapshot` continues from it, bit for bit.
     - Training time excludes evaluation; losses stay on the device until the epoch ends.
     """
-    history, _ = fit(model, train_loader, test_loader, TrainSpec(schedule=schedule, **options), device=device,
-                     val_loader=val_loader, resume=resume, on_epoch_end=on_epoch_end, progress=progress, desc=desc)
-    return history
+    return fit(model, train_loader, test_loader, spec_from_options(schedule, **options), device=device,
+               val_loader=val_loader, resume=resume, on_epoch_end=on_epoch_end, progress=progress,
+               desc=desc).history
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What fit() returns: the history, the schedule's final state and the run's memory peaks."""
+    history: dict
+    schedule_state: object
+    memory: dict
+
+
+def unit_flops(model, loader):
+    """flops.NetFlops of `model` for the batches `loader` yields, measured once per network shape,
+    from the input shape that the suite's loaders (TensorLoader, WindowLoader) state."""
+    return flop_count.measure(model, *loader.example)
+
+
+class _FlopsAtFirstBatch:
+    """The FLOPs of a loader that does not state its input's shape (a list of batches, a torch
+    DataLoader): measured on the first batch the stepper holds, never by drawing one early."""
+
+    def __init__(self, model, stepper):
+        self.model, self.stepper, self.net = model, stepper, None
+
+    def train(self, trainable):
+        if self.net is None:
+            x = self.stepper.batch[0]
+            self.net = flop_count.measure(self.model, (2, *x.shape[1:]), x.dtype)
+        return self.net.train(trainable)
 
 
 def fit(model, train_loader, test_loader, spec, *, device=None, val_loader=None, resume=None,
-        on_epoch_end=None, progress=False, desc=None):
-    """train() with a TrainSpec: returns (history, the schedule's final state)."""
+        on_epoch_end=None, on_finish=None, progress=False, desc=None):
+    """train() with a TrainSpec: returns Fitted(history, the schedule's final state, memory), and
+    hands it to on_finish(fitted) too once the run ends (unless on_epoch_end stopped it: False)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()
     units = model.units()
     per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None  # None: any iterable
-    run = RunShape(len(units), tuple(model.half_of(u) for u in range(len(units))), per_epoch,
-                   spec.total_steps or (per_epoch and spec.num_epochs * per_epoch), spec.seed)
-    member = Member(spec, run, [sum(p.numel() for p in m.parameters()) for m in units],
-                    model.unit_train_flops, resume)
+    run = RunShape(len(units), model.halves(), per_epoch,
+                   spec.total_steps or (per_epoch and spec.settings.epochs * per_epoch), spec.seed)
     stepper = ModuleStep(model, spec, train_loader, device)
+    flops = unit_flops(model, train_loader) if hasattr(train_loader, "example") else _FlopsAtFirstBatch(model, stepper)
+    member = Member(spec, run, [sum(p.numel() for p in m.parameters()) for m in units], flops.train, resume)
     if resume is not None:
         stepper.restore(resume)
     callback = None if on_epoch_end is None else (lambda i, snapshot: on_epoch_end(snapshot))
-    (history,) = run_members(stepper, [member], test_loader, val_loader, device=device,
-                             on_epoch_end=callback, progress=progress, desc=desc)
-    return history, member.at["schedule_state"]
+    finish = None if on_finish is None else (lambda i: on_finish(member.fitted()))
+    run_members(stepper, [member], test_loader, val_loader, device=device, on_epoch_end=callback,
+                on_finish=finish, progress=progress, desc=desc)
+    return member.fitted()
 
 
 def train_standard(model, train_loader, test_loader, num_epochs=15, learning_rate=1e-3,

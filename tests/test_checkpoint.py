@@ -15,7 +15,7 @@ from config import Config
 from conftest import ROOT
 from data import TensorLoader
 from strategies import RunName
-from training_loop import fit
+from training_loop import TrainSpec, fit
 
 TIMING = {"epoch_time_s", "eval_time_s"}
 
@@ -35,8 +35,7 @@ def _copy(snapshot):
     ("cyclic-blocks-reset", "constant"), ("layerout", "cosine"), ("autofreeze[percentile=75]", "cosine"),
     ("freezeout[t0=0.5,cubic=false]", "linear")])
 def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, schedule, device, make_model):
-    spec = replace(Config(lr_schedule=schedule, warmup_epochs=1, weight_decay=1e-4).train_spec(RunName.parse(name)),
-                   num_epochs=4, seed=0)
+    spec = TrainSpec.of(Config(lr_schedule=schedule, warmup_epochs=1, weight_decay=1e-4, epochs=4), RunName.parse(name))
 
     def fresh(seed):
         torch.manual_seed(seed)
@@ -45,11 +44,13 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, sc
     test = TensorLoader(tiny.x_test, tiny.y_test, 128)
     model, loader = fresh(0)
     snaps = []
-    full, state = fit(model, loader, test, spec, device=device, on_epoch_end=lambda s: snaps.append(_copy(s)))
+    run = fit(model, loader, test, spec, device=device, on_epoch_end=lambda s: snaps.append(_copy(s)))
+    full, state = run.history, run.schedule_state
     assert len(snaps) == 4 and [len(s["history"]["epoch"]) for s in snaps] == [1, 2, 3, 4]
     # a different initialisation, data order and RNG state: the snapshot must restore all of them
     other, other_loader = fresh(123)
-    resumed, resumed_state = fit(other, other_loader, test, spec, device=device, resume=snaps[1])
+    again = fit(other, other_loader, test, spec, device=device, resume=snaps[1])
+    resumed, resumed_state = again.history, again.schedule_state
     for k in full:
         if k not in TIMING:
             assert resumed[k] == full[k], k
@@ -94,7 +95,7 @@ def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, name, ex
     rerun = subprocess.run(_cli(out, extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed {name} seed 0 from epoch {k}" in rerun.stdout
-    assert not ckpt.exists() and not ckpt.parent.exists()  # removed once the run is saved
+    assert not ckpt.exists() and not list(ckpt.parent.iterdir())  # deleted once the run is saved
 
     fresh = subprocess.run(_cli(tmp_path / "fresh", extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0, fresh.stderr

@@ -24,8 +24,14 @@ def _imports(module):
 
 def test_no_module_imports_one_below_it_in_the_list():
     order = _order()
-    assert order[:3] == ["models", "data", "schedules"] and "pack" in order and order[-1] == "report"
+    assert order[:4] == ["models", "flops", "data", "schedules"] and "pack" in order and order[-1] == "report"
+    assert order.index("records") < order.index("training_loop") < order.index("results")
     assert {p.stem for p in ROOT.glob("*.py")} == set(order)  # every module has its place
     for i, module in enumerate(order):
         below = set(order[i:])
         assert not (_imports(module) & below - {module}), (module, _imports(module) & below)
+
+
+def test_the_store_imports_nothing_from_the_loop():
+    """results.py keeps what the loop makes; the history's keys live in records.py, below both."""
+    assert not _imports("results") & {"training_loop", "pack", "runs"}

@@ -18,7 +18,7 @@ from data import TensorLoader, make_synthetic
 from models import FreezableMLP
 from pack import PackStep, fit_pack
 from strategies import RunName
-from training_loop import fit
+from training_loop import TrainSpec, fit
 
 TIMING = {"epoch_time_s", "eval_time_s"}
 NAMES = ["standard", "alternating-batch", "alternating-epoch", "freezeout", "layer-freezing",
@@ -48,8 +48,9 @@ def _member(data, seed, width=64):
 
 
 def _specs(names, epochs=1, **kw):
-    cfg = Config(epochs=epochs, lr=2e-3)
-    return [replace(cfg.train_spec(RunName.parse(n)), seed=k, num_epochs=epochs, **kw) for k, n in enumerate(names)]
+    cfg = Config(epochs=epochs, **{"lr": 2e-3, **{k: v for k, v in kw.items() if k in Config.__dataclass_fields__}})
+    run = {k: v for k, v in kw.items() if k not in Config.__dataclass_fields__}
+    return [TrainSpec.of(cfg, RunName.parse(n), seed=k, **run) for k, n in enumerate(names)]
 
 
 def _pack(data, specs, snaps=None, **kw):
@@ -58,14 +59,14 @@ def _pack(data, specs, snaps=None, **kw):
     out = fit_pack([m for m, _ in members], loaders, TensorLoader(data.x_test, data.y_test, 256), specs,
                    device=data.x_train.device, generators=[g for _, g in members],
                    on_epoch_end=(lambda i, s: snaps.setdefault(i, []).append(s)) if snaps is not None else None, **kw)
-    return out
+    return [(f.history, f.schedule_state) for f in out]
 
 
 def _single(data, spec):
     model, _ = _member(data, spec.seed)
-    history, state = fit(model, TensorLoader(data.x_train, data.y_train, 64, shuffle=True, seed=spec.seed),
-                         TensorLoader(data.x_test, data.y_test, 256), spec, device=data.x_train.device)
-    return model, history, state
+    run = fit(model, TensorLoader(data.x_train, data.y_train, 64, shuffle=True, seed=spec.seed),
+              TensorLoader(data.x_test, data.y_test, 256), spec, device=data.x_train.device)
+    return model, run.history, run.schedule_state
 
 
 def test_each_member_starts_from_its_own_weights_and_data_order(data):
@@ -105,7 +106,7 @@ def test_fp32_members_match_their_single_runs_after_50_steps(data, optimizer, we
     comparable element by element there. For every optimizer, each member's training loss is
     within 2e-3 (relative) of its run alone."""
     specs = _specs(NAMES, optimizer=optimizer, weight_decay=weight_decay,
-                   learning_rate=0.01 if optimizer == "sgd" else 2e-3)
+                   lr=0.01 if optimizer == "sgd" else 2e-3)
     snaps = {}
     packed = _pack(data, specs, snaps)
     worst = []

@@ -125,9 +125,10 @@ def test_cyclic_blocks_default_k_is_badams_rule():
 
 
 def test_cyclic_blocks_reset_clears_adam_state_at_each_switch():
+    from training_loop import TrainSpec
     cfg = Config()
-    assert cfg.train_spec(RunName.parse("cyclic-blocks-reset")).reset_optimizer
-    assert not cfg.train_spec(RunName.parse("cyclic-blocks")).reset_optimizer
+    assert TrainSpec.of(cfg, RunName.parse("cyclic-blocks-reset")).reset_optimizer
+    assert not TrainSpec.of(cfg, RunName.parse("cyclic-blocks")).reset_optimizer
 
 
 # --- LayerOut --------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_the_matched_run_is_given_its_fitted_schedule(monkeypatch, tmp_path):
 
     def spy(model, train_loader, test_loader, spec, **kw):
         if spec.max_flops is not None:
-            seen.update(total_steps=spec.total_steps, lr_schedule=spec.lr_schedule)
+            seen.update(total_steps=spec.total_steps, lr_schedule=spec.settings.lr_schedule)
         return real(model, train_loader, test_loader, spec, **kw)
     monkeypatch.setattr(runs, "fit", spy)
     args = ["--dataset", "synthetic", "--train-size", "640", "--test-size", "128", "--batch-size", "64",
