@@ -196,7 +196,8 @@ def summarise_cell(cfg, store, label, title_extra=""):
     plan = run_plan(cfg)
     saved = sum(store.runs.saved(n, s) is not None for n, s in plan)
     summary = replace(summarize(runs, target_frac=cfg.target_frac), dataset=label, runs_planned=len(plan),
-                      runs_saved=saved, complete=saved == len(plan))
+                      runs_saved=saved, complete=saved == len(plan),
+                      bigram_bits=store.settings.previous.get("bigram_test_bits_per_char"))
     store.write_summary(summary)
     model = workload_of(cfg.workload).describe(cfg.model_settings())
     title = (f"Freezing schedules vs standard training: {label}, {model}, {cfg.epochs} epochs, "

@@ -40,6 +40,7 @@ OWN_FILES = ("config.json", "metrics.csv", "summary.json")
 # the environment of the invocation that made a folder; later invocations do not overwrite it
 ENVIRONMENT_KEYS = ("versions", "device", "device_name", "threads", "code", "command", "host", "cpu", "gpu")
 SWEEP_FILES = ("sweep.json", "sweep.csv", "sweep_summary.json", "sweep_results.png")
+STAMP_KEYS = ("spec", "engine", "workload")  # what a checkpoint records of the code that made it, as its run will
 
 
 class ResultsError(Exception):
@@ -475,7 +476,7 @@ class Checkpoints:
         blob, why = self._read(path)
         if blob is None or blob.get("settings_hash", self.settings.hash) != self.settings.hash:
             return None  # load() moves it aside and the run starts over
-        return self.judge({"strategy": str(strategy), **{k: blob[k] for k in ("spec", "engine") if k in blob}})
+        return self.judge({"strategy": str(strategy), **{k: blob[k] for k in STAMP_KEYS if k in blob}})
 
     def load(self, strategy, seed, log=warn):
         """The last epoch-end snapshot of an unfinished run, or None. Loaded to the CPU (the
@@ -494,7 +495,7 @@ class Checkpoints:
                 raise ResultsError(f"the checkpoint of {strategy} seed {seed} in {self.settings.path} cannot "
                                    f"be resumed: {stale}; pass --overwrite to discard the folder's runs, or "
                                    f"choose a new --out")
-            for k in ("settings_hash", "strategy", "spec"):
+            for k in ("settings_hash", "strategy", "spec", "workload"):
                 blob.pop(k, None)
             return blob
         aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")

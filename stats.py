@@ -32,7 +32,15 @@ class Record:
         return getattr(self, key, None) is not None
 
     def to_json(self):
-        return {f.name: to_json(getattr(self, f.name)) for f in fields(self)}
+        """Every field; a field added later (`later()`) only where it has a value, so the summaries of
+        folders made before it existed are written byte for byte as they were."""
+        return {f.name: to_json(getattr(self, f.name)) for f in fields(self)
+                if not (f.metadata.get("later") and getattr(self, f.name) is None)}
+
+
+def later(default=None):
+    """A Record field added after summaries were first written: absent from JSON while None."""
+    return field(default=default, metadata={"later": True})
 
 
 def to_json(value):
@@ -248,6 +256,10 @@ class StrategySummary(Record):
     updates_ratio: float | None
     epochs_to_target: float | None
     reached_target: int
+    test_loss_mean: float | None = later()    # nats per scored item (text: per character)
+    peak_memory_bytes: float | None = later()  # mean over seeds: the process's peak (device memory on CUDA)
+    trainable_bytes: float | None = later()    # mean over seeds of the peak bytes of trainable parameters
+    optimizer_bytes: float | None = later()    # and of optimizer state
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,16 @@ class Summary(Record):
     runs_planned: int | None = None
     runs_saved: int | None = None
     complete: bool | None = None
+    bigram_bits: float | None = later()  # text: a bigram model's test bits per character, beside the runs'
+
+
+def memory_means(runs):
+    """(peak process or device bytes, trainable parameter bytes, optimizer state bytes), each the
+    mean over the runs that recorded it (None for runs saved before runs recorded memory)."""
+    mem = [r.get("memory") or {} for r in runs]
+    peak = [m.get("peak_device_bytes", m.get("peak_resident_bytes")) for m in mem]
+    return tuple(mean_or_none(v for v in values if v is not None) for values in
+                 (peak, [m.get("trainable_param_bytes") for m in mem], [m.get("optimizer_state_bytes") for m in mem]))
 
 
 def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
@@ -296,8 +318,21 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
             val_acc_mean=mean_or_none([val_score(r, metric) for r in good.values() if val_score(r, metric) is not None]),
             diff_vs_standard=diff, epoch_time_s=epoch_time, time_ratio=ratio(epoch_time, ref_time),
             train_flops=flops, flops_ratio=ratio(flops, ref_flops), param_updates=updates,
-            updates_ratio=ratio(updates, ref_updates), epochs_to_target=mean_or_none(hit), reached_target=len(hit))
+            updates_ratio=ratio(updates, ref_updates), epochs_to_target=mean_or_none(hit), reached_target=len(hit),
+            test_loss_mean=mean_or_none(r["history"]["test_loss"][-1] for r in good.values()) if _recent(good)
+            else None, **dict(zip(("peak_memory_bytes", "trainable_bytes", "optimizer_bytes"),
+                                  memory_means(good.values()))))
     return Summary(reference, target, target_frac, metric, out)
+
+
+def _recent(runs):
+    """Whether the runs were saved since runs record their workload and memory: only they get the
+    fields added then, so the summaries of older folders are rewritten byte for byte as they were."""
+    return any(r.get("memory") is not None for r in runs.values())
+
+
+def _mb(x):
+    return "-" if x is None else f"{x / 2 ** 20:.1f}"
 
 
 def _fmt(x, spec=".2f", none="-"):
@@ -310,6 +345,12 @@ def format_table(summary):
     acc_label = "early-stopped acc (%)" if summary.get("metric") == "early-stopped" else "final acc (%)"
     head = ["strategy", "seeds", acc_label, f"diff vs {summary['reference']} [95% CI]", "s/epoch",
             "time x", "FLOPs x", "updates x", f"epochs to {_fmt(target, '.1f')}%"]
+    text = summary.get("bigram_bits") is not None  # characters are scored: the test loss in bits beside accuracy
+    memory = any(s.get("peak_memory_bytes") is not None for s in summary["strategies"].values())
+    if text:
+        head.insert(3, "test bits/char")
+    if memory:
+        head += ["peak MB", "trainable MB", "optimizer MB"]
     rows = []
     for name, s in summary["strategies"].items():
         d = s["diff_vs_standard"]
@@ -334,7 +375,15 @@ def format_table(summary):
             reach = f"{s['epochs_to_target']:.1f} ({s['reached_target']}/{n - s['diverged']})"
         rows.append([name, seeds, acc, diff, _fmt(s["epoch_time_s"]), _fmt(s["time_ratio"]),
                      _fmt(s["flops_ratio"]), _fmt(s["updates_ratio"]), reach])
-    return text_table(head, rows)
+        if text:
+            rows[-1].insert(3, _fmt(None if s.get("test_loss_mean") is None else s["test_loss_mean"] / math.log(2),
+                                    ".3f"))
+        if memory:
+            rows[-1] += [_mb(s.get("peak_memory_bytes")), _mb(s.get("trainable_bytes")), _mb(s.get("optimizer_bytes"))]
+    table = text_table(head, rows)
+    if text:
+        table += f"\na bigram model (add-one smoothing, fitted on the training text): {summary['bigram_bits']:.3f} test bits/char"
+    return table
 
 
 def text_table(head, rows):
