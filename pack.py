@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from schedules import RunShape
+from schedules import RunShape, measures_of
 from training_loop import Member, MemoryPeaks, precision_context, run_members, unit_flops
 
 ENGINE = "pack/1"
@@ -94,7 +94,7 @@ class PackStep:
         self.meters = [None] * self.R
         self.bytes = [MemoryPeaks([list(m.parameters()) for m in first.units()]) for _ in range(self.R)]
         for i, s in enumerate(specs):
-            measures = s.schedule.observes if s.schedule.closed_loop() else ()
+            measures = measures_of(s.schedule, s.name) if s.schedule.closed_loop() else {}
             if measures:
                 self.meters[i] = _PackMeter(self, i, measures)
 
@@ -287,7 +287,7 @@ class PackStep:
         return [(loss[i] / n, 100.0 * acc[i] / n) for i in self.live]
 
     def measures(self, i):
-        return self.meters[i].read() if self.meters[i] else (None, None)
+        return self.meters[i].read() if self.meters[i] else {}
 
     # --- checkpoints ------------------------------------------------------------------------------
     def member_state_dict(self, i):

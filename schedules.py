@@ -14,9 +14,16 @@ and optional ones, all with defaults here:
   statistics, no dropout), as FreezeOut's do. Default off.
 - The closed loop: `start(run) -> state` and `observe(state, obs, run) -> state`. A schedule that
   overrides `observe` gets an `Observation` at every epoch end (losses and accuracies of training
-  and validation, never of the test set; with `observes`, per-unit gradient norms and weight
-  changes), and `factors` sees the state it returned. The state goes into every checkpoint, so
-  it must be plain data (numbers, tuples, lists, dicts).
+  and validation, never of the test set; with `observes`, per-unit measures: `obs["grad_norm"]`),
+  and `factors` sees the state it returned. The state goes into every checkpoint, so it must be
+  plain data (numbers, tuples, lists, dicts). One epoch numbering: `factors` gets the 0-based
+  epoch in progress; `obs.epochs_done` counts the epochs finished, which is the epoch the next
+  `factors` call gets.
+- Measures (`observes = ("relative_weight_change", ...)`): functions of a unit's parameters now,
+  their values at the last observation and the gradients it was trained with since, registered
+  with `@measure(name, grads=..., last=...)`; a plugin registers its own the same way. The loop
+  sums gradients on the device after each backward pass (no host sync per step), and only for
+  the measures a schedule asks for; each is computed once per epoch.
 - `version` (class attribute): bump it whenever a built-in schedule's factors change, so that
   runs made with the old code are never reused (tests/test_golden.py holds it to that).
 
@@ -25,15 +32,100 @@ resumed run computes what an uninterrupted one does.
 """
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from models import FIRST, SECOND  # the halves
 
 BOTH = (FIRST, SECOND)
-MEASURES = ("grad_norm", "weight_change")
+
+
+class MeasureError(ValueError):
+    """An unknown measure, or one registered twice; its message is one line."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """fn(unit: UnitView) -> a number (or None), for every unit at every epoch end."""
+    fn: object
+    grads: bool = False  # needs the gradients summed over the steps the unit trained since the last observation
+    last: bool = False   # needs the unit's parameters at the last observation
+
+
+MEASURES: dict[str, Measure] = {}
+
+
+def measure(name, *, grads=False, last=False):
+    """Register fn(unit) -> number as the measure `name`, for schedules that list it in `observes`."""
+    def add(fn):
+        if name in MEASURES and MEASURES[name].fn.__module__ != fn.__module__:
+            raise MeasureError(f"measure {name!r} is already registered (in {MEASURES[name].fn.__module__})")
+        MEASURES[name] = Measure(fn, grads, last)
+        return fn
+    return add
+
+
+def measures_of(schedule, who=None):
+    """{name: Measure} of what `schedule` observes; an unknown name is a one-line MeasureError."""
+    out = {}
+    for name in schedule.observes:
+        if name not in MEASURES:
+            close = difflib.get_close_matches(name, list(MEASURES), n=2, cutoff=0.5)
+            raise MeasureError(f"{who or type(schedule).__name__} observes {name!r}, which is not a measure"
+                               + (f" (did you mean {' or '.join(close)}?)" if close else "")
+                               + f"; measures: {', '.join(MEASURES)} (register one with schedules.measure)")
+        out[name] = MEASURES[name]
+    return out
+
+
+@dataclass(frozen=True)
+class UnitView:
+    """One unit as a measure sees it, on its device: `params` now, `last` at the last observation
+    (with last=True), `grad_sum` over the `steps` it trained since then (with grads=True)."""
+    params: list
+    last: list | None = None
+    grad_sum: list | None = None
+    steps: int = 0
+
+
+def norm(tensors):
+    """The L2 norm of a list of tensors as one vector (in float64)."""
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in tensors))
+
+
+@measure("grad_norm", grads=True)
+def grad_norm(u):
+    """The L2 norm of the unit's mean gradient over the steps it trained (None: it did not train)."""
+    return norm(u.grad_sum) / u.steps if u.steps else None
+
+
+@measure("weight_change", last=True)
+def weight_change(u):
+    """||W - W_last||: how far its parameters moved since the last observation."""
+    return math.sqrt(sum(float((p.detach().double() - q.double()).pow(2).sum()) for p, q in zip(u.params, u.last)))
+
+
+@measure("weight_norm")
+def weight_norm(u):
+    """||W||."""
+    return norm([p.detach() for p in u.params])
+
+
+@measure("relative_weight_change", last=True)
+def relative_weight_change(u):
+    """||W - W_last|| / ||W_last||: the change relative to where the parameters stood."""
+    ref = norm(u.last)
+    return weight_change(u) / ref if ref else None
+
+
+@measure("grad_to_weight", grads=True)
+def grad_to_weight(u):
+    """||mean gradient|| / ||W||."""
+    g, w = grad_norm(u), weight_norm(u)
+    return g / w if g is not None and w else None
 
 
 @dataclass(frozen=True)
@@ -53,22 +145,32 @@ class RunShape:
 @dataclass(frozen=True)
 class Observation:
     """What a closed-loop schedule sees after an epoch: training and validation figures only
-    (selection stays honest: no test metric is ever passed in)."""
-    epoch: int                  # epochs finished
-    step: int                   # steps finished
+    (selection stays honest: no test metric is ever passed in), and the measures it observes, per
+    unit: obs["relative_weight_change"][u]."""
+    epochs_done: int            # epochs finished: the 0-based epoch the next factors() call gets
+    steps_done: int             # steps finished
     train_loss: float
     train_acc: float
     val_loss: float | None      # None without a validation split
     val_acc: float | None
-    grad_norm: tuple | None = None      # per unit: L2 norm of its mean gradient over the steps it
-                                        # trained since the last observation (None: it did not train)
-    weight_change: tuple | None = None  # per unit: L2 norm of its parameters' change since then
+    measures: dict = field(default_factory=dict)  # name -> (value per unit, ...)
+
+    def __getitem__(self, name):
+        if name not in self.measures:
+            raise MeasureError(f"this observation has no measure {name!r}: list it in the schedule's observes "
+                               f"(it has {', '.join(self.measures) or 'none'})")
+        return self.measures[name]
+
+    epoch = property(lambda self: self.epochs_done)  # the names of earlier versions
+    step = property(lambda self: self.steps_done)
+    grad_norm = property(lambda self: self.measures.get("grad_norm"))
+    weight_change = property(lambda self: self.measures.get("weight_change"))
 
 
 class Schedule:
     """Base class of every schedule; subclass it as a frozen dataclass and define `factors`."""
     eval_frozen = False   # frozen units keep train-mode BatchNorm and dropout
-    observes = ()         # extra measurements a closed-loop schedule asks for (see MEASURES)
+    observes = ()         # the measures a closed-loop schedule asks for, by name (see MEASURES)
     version = 1
 
     def factors(self, epoch, step, run, state):
@@ -111,7 +213,7 @@ class AllUnits(Schedule):
 class Phases(Schedule):
     """Alternation of halves: phase p = t // every, with t counting epochs or batches (`unit`);
     phase p trains the halves in phases[p % len(phases)]."""
-    phases: tuple = (BOTH,)
+    phases: tuple = field(default=(BOTH,), metadata={"knob": False})  # not settable from a name
     every: int = 1
     unit: str = "epoch"  # "epoch" or "batch"
 
@@ -143,7 +245,7 @@ def alternating(every=1, unit="epoch"):
 class TwoTimescale(Phases):
     """GAN-style: the halves alternate every batch, each at its own multiple of the lr (the
     two-timescale rule, Heusel et al. 2017: the second half 4x the first)."""
-    phases: tuple = ((FIRST,), (SECOND,))
+    phases: tuple = field(default=((FIRST,), (SECOND,)), metadata={"knob": False})
     unit: str = "batch"
     first_lr: float = 1.0
     second_lr: float = 4.0
@@ -292,9 +394,9 @@ class AutoFreeze(Schedule):
         return {"frozen": 0, "previous": None, "frozen_at": []}  # frozen_at[i]: epoch block i froze
 
     def observe(self, state, obs, run):
-        if obs.epoch % self.every:
+        if obs.epochs_done % self.every:
             return state
-        now = obs.grad_norm
+        now = obs["grad_norm"]
         prev, k = state["previous"], state["frozen"]
         state = {**state, "previous": list(now)}
         if prev is None:
@@ -306,7 +408,7 @@ class AutoFreeze(Schedule):
         threshold = float(np.percentile([change[u] for u in live], self.percentile))
         while k < run.hidden and k in change and change[k] < threshold:
             k += 1
-        return {**state, "frozen": k, "frozen_at": state["frozen_at"] + [obs.epoch] * (k - state["frozen"])}
+        return {**state, "frozen": k, "frozen_at": state["frozen_at"] + [obs.epochs_done] * (k - state["frozen"])}
 
     def factors(self, epoch, step, run, state):
         return on(set(range(state["frozen"], run.units)), run)

@@ -51,6 +51,15 @@ _ALTERNATING_K = re.compile(r"alternating-(\d+)")  # alternating-25: alternating
 CORE = ("standard", "alternating-epoch", "alternating-batch")
 
 
+def _kind(hint):
+    """(base type, None allowed) for the knob types a name can spell; None for other fields."""
+    args = typing.get_args(hint)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0], True) if len(rest) == 1 and rest[0] in (bool, int, float, str) else None
+    return (hint, False) if hint in (bool, int, float, str) else None
+
+
 def register(name, schedule=None, *, reset_optimizer=False, freeze_bn_stats=None, description=""):
     """Register strategy `name`: register("mine", Mine()), or @register("mine") on a Schedule
     class (registered with its default knobs). Returns what it was given, so it decorates."""
@@ -66,6 +75,17 @@ def register(name, schedule=None, *, reset_optimizer=False, freeze_bn_stats=None
         if clash:
             raise StrategyError(f"register({name!r}, ...): knob {clash[0]!r} would hide Schedule.{clash[0]}; "
                                 f"give the field another name")
+        hints = typing.get_type_hints(type(sched)) if is_dataclass(sched) else {}
+        odd = [f for f in (fields(sched) if is_dataclass(sched) else ()) if f.metadata.get("knob", True)
+               and _kind(hints.get(f.name)) is None]
+        if odd:
+            raise StrategyError(f"register({name!r}, ...): field {odd[0].name!r} ({hints.get(odd[0].name)}) cannot be a "
+                                f"knob (bool, int, float, str, or one of those or None); if it is not one, declare it "
+                                f"with field(..., metadata={{'knob': False}})")
+        try:
+            S.measures_of(sched, f"strategy {name!r}")
+        except S.MeasureError as e:
+            raise StrategyError(str(e)) from None
         if name in STRATEGIES and code_origin(type(STRATEGIES[name].schedule)) != code_origin(type(sched)):
             raise StrategyError(f"strategy {name!r} is already registered (by "
                                 f"{code_origin(type(STRATEGIES[name].schedule))['where']}); choose another name")
@@ -119,18 +139,9 @@ def knobs_of(schedule):
     out = {}
     for f in fields(schedule):
         kind = _kind(hints.get(f.name))
-        if kind is not None:
+        if kind is not None and f.metadata.get("knob", True):
             out[f.name] = (kind, getattr(schedule, f.name))
     return out
-
-
-def _kind(hint):
-    """(base type, None allowed) for the knob types a name can spell; None for other fields."""
-    args = typing.get_args(hint)
-    if args and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return (rest[0], True) if len(rest) == 1 and rest[0] in (bool, int, float, str) else None
-    return (hint, False) if hint in (bool, int, float, str) else None
 
 
 def format_value(v):
@@ -420,8 +431,7 @@ def table_rows():
     """[name, knobs with defaults, what it does] for every registered strategy."""
     rows = []
     for n, s in STRATEGIES.items():
-        knobs = ", ".join(f"{k}={format_value(d)}" for k, (_, d) in knobs_of(s.schedule).items()
-                          if k != "phases")
+        knobs = ", ".join(f"{k}={format_value(d)}" for k, (_, d) in knobs_of(s.schedule).items())
         rows.append([n, knobs or "-", s.description])
     return rows
 

@@ -343,7 +343,7 @@ def _variants_by_strategy(cells):
 
 
 def _all_knobs(name):
-    return {k: d for k, (_, d) in knobs_of(name.schedule()).items() if k != "phases"}
+    return {k: d for k, (_, d) in knobs_of(name.schedule()).items()}
 
 
 def _other(metric):

@@ -28,7 +28,7 @@ import flops as flop_count
 from config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, Config  # noqa: F401 (PRECISIONS: re-exported)
 from models import FIRST, SECOND
 from records import HISTORY_KEYS, VALIDATION_KEYS, Epoch  # noqa: F401 (VALIDATION_KEYS: re-exported)
-from schedules import BOTH, AllUnits, Observation, RunShape, Schedule, alternating
+from schedules import BOTH, AllUnits, Observation, RunShape, Schedule, UnitView, alternating, measures_of
 from workloads import lookup as workload_of
 
 STANDARD = AllUnits()
@@ -416,7 +416,7 @@ class Member:
         """Hand a closed-loop schedule what the epoch showed (validation, never test)."""
         h = self.history
         obs = Observation(h["epoch"][-1], self.at["step"], h["train_loss"][-1], h["train_acc"][-1],
-                          h["val_loss"][-1], h["val_acc"][-1], *measures)
+                          h["val_loss"][-1], h["val_acc"][-1], measures)
         self.at["schedule_state"] = self.spec.schedule.observe(self.at["schedule_state"], obs, self.run)
 
     def snapshot(self):
@@ -456,13 +456,14 @@ class _Optimizers:
 
 
 class UnitMeter:
-    """Per-unit gradient norms and weight changes between observations, accumulated on the
-    device (no host sync per step) and only for a schedule that asks for them."""
+    """The measures a closed-loop schedule observes (schedules.MEASURES), per unit, between
+    observations: gradients summed on the device after each backward pass (no host sync per step)
+    and parameters kept from the last observation, each only where a measure needs it."""
 
     def __init__(self, unit_params, measures):
-        self.params = unit_params  # [[tensor, ...] per unit]
-        self.grads = "grad_norm" in measures
-        self.weights = "weight_change" in measures
+        self.params, self.measures = unit_params, measures  # [[tensor, ...] per unit], {name: Measure}
+        self.grads = any(m.grads for m in measures.values())
+        self.weights = any(m.last for m in measures.values())
         self.reset()
 
     def reset(self):
@@ -481,16 +482,12 @@ class UnitMeter:
             self.counts[u] += 1
 
     def read(self):
-        """(grad_norm, weight_change) per unit since the last read, then start over."""
-        grad = change = None
-        if self.grads:
-            grad = tuple(math.sqrt(sum(float(s.double().pow(2).sum()) for s in sums)) / c if c else None
-                         for sums, c in zip(self.sums, self.counts))
-        if self.weights:
-            change = tuple(math.sqrt(sum(float((p.detach().double() - q.double()).pow(2).sum())
-                                         for p, q in zip(ps, qs))) for ps, qs in zip(self.params, self.last))
+        """{measure: (value per unit)} since the last read, then start over."""
+        views = [UnitView(ps, self.last[u] if self.weights else None, self.sums[u] if self.grads else None,
+                          self.counts[u] if self.grads else 0) for u, ps in enumerate(self.params)]
+        out = {name: tuple(m.fn(v) for v in views) for name, m in self.measures.items()}
         self.reset()
-        return grad, change
+        return out
 
 
 class MemoryPeaks:
@@ -554,7 +551,7 @@ class ModuleStep:
         self.model, self.spec, self.loader, self.device = model, spec, loader, device
         self.opts = _Optimizers(model, spec, device)
         self.loss = spec.loss()
-        measures = spec.schedule.observes if spec.schedule.closed_loop() else ()
+        measures = measures_of(spec.schedule, spec.name) if spec.schedule.closed_loop() else {}
         self.unit_params = [list(m.parameters()) for m in model.units()]
         self.meter = UnitMeter(self.unit_params, measures) if measures else None
         self.bytes = MemoryPeaks(self.unit_params)
@@ -616,7 +613,7 @@ class ModuleStep:
         return [evaluate_model(self.model, loader, self.device, self.spec.settings.precision)]
 
     def measures(self, i):
-        return self.meter.read() if self.meter else (None, None)
+        return self.meter.read() if self.meter else {}
 
     def finish(self):
         self.model.set_trainable(BOTH)

@@ -305,11 +305,12 @@ def test_autofreeze_freezes_the_leading_blocks_by_its_rule_on_real_training(tiny
 def test_unit_meter_gives_the_mean_gradients_norm_and_the_weight_change():
     """The closed loop's measurements against a direct computation on a tiny model."""
     from models import FreezableMLP
+    from schedules import MEASURES
     from training_loop import UnitMeter
     torch.manual_seed(0)
     model = FreezableMLP(6, (5,), 3, 0.0)
     params = [list(m.parameters()) for m in model.units()]
-    meter = UnitMeter(params, ("grad_norm", "weight_change"))
+    meter = UnitMeter(params, {k: MEASURES[k] for k in ("grad_norm", "weight_change")})
     grads = []
     for _ in range(3):
         g = [[torch.randn_like(p) for p in ps] for ps in params]
@@ -319,12 +320,13 @@ def test_unit_meter_gives_the_mean_gradients_norm_and_the_weight_change():
             for ps in params:
                 for p in ps:
                     p.add_(0.1)
-    grad_norm, change = meter.read()
+    read = meter.read()
+    grad_norm, change = read["grad_norm"], read["weight_change"]
     for u in range(2):
         mean = [sum(g[u][i] for g in grads) / 3 for i in range(len(params[u]))]
         assert grad_norm[u] == pytest.approx(math.sqrt(sum(float((m ** 2).sum()) for m in mean)), rel=1e-6)
         assert change[u] == pytest.approx(math.sqrt(sum(p.numel() for p in params[u]) * 0.09), rel=1e-5)
-    assert meter.read()[0] == (None, None)  # nothing trained since the last read
+    assert meter.read()["grad_norm"] == (None, None)  # nothing trained since the last read
 
 
 @pytest.mark.slow
@@ -340,3 +342,89 @@ def test_a_plugin_runs_in_a_real_slurm_job(slurm, tmp_path):
     assert f"{out}::head-last::0" in jobs  # trained by its own SLURM job, which imported the plugin
     logs = "".join(f.read_text() for f in (out / "slurm").glob("*_log.*"))
     assert "Traceback" not in logs
+
+
+# --- the open observation API ---------------------------------------------------------------------
+SETTLE = ROOT / "examples" / "settle_freeze.py"
+
+
+def test_a_plugin_measure_against_a_hand_computation():
+    """A measure registered by a plugin (||W - W_last|| / ||W_last||, here under its own name) is
+    computed per unit at the observation, from the parameters then and at the last observation."""
+    from schedules import MEASURES, UnitView, measure
+    from training_loop import UnitMeter
+
+    @measure("test-relative-change", last=True)
+    def rel(u):
+        num = sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(u.params, u.last)) ** 0.5
+        return num / sum(float(q.pow(2).sum()) for q in u.last) ** 0.5
+
+    torch.manual_seed(0)
+    w = [torch.randn(4, 3), torch.randn(3)]
+    meter = UnitMeter([w], {"test-relative-change": MEASURES["test-relative-change"],
+                            "relative_weight_change": MEASURES["relative_weight_change"]})
+    start = [t.clone() for t in w]
+    w[0].add_(0.5)
+    w[1].mul_(2.0)
+    by_hand = math.sqrt(12 * 0.25 + float(start[1].pow(2).sum())) / math.sqrt(
+        float(start[0].pow(2).sum() + start[1].pow(2).sum()))
+    read = meter.read()
+    assert read["test-relative-change"][0] == pytest.approx(by_hand, rel=1e-6)
+    assert read["relative_weight_change"][0] == pytest.approx(by_hand, rel=1e-6)
+    assert isinstance(UnitView([w]), UnitView)
+
+
+def test_an_unknown_measure_is_refused_in_one_line():
+    from dataclasses import dataclass
+    from schedules import Schedule, on
+    from strategies import StrategyError, register
+
+    @dataclass(frozen=True)
+    class Misspelt(Schedule):
+        observes = ("relative_weight_chnage",)
+
+        def observe(self, state, obs, run):
+            return state
+
+        def factors(self, epoch, step, run, state):
+            return on(range(run.units), run)
+
+    with pytest.raises(StrategyError) as e:
+        register("misspelt", Misspelt())
+    assert "not a measure (did you mean relative_weight_change" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_field_that_cannot_be_a_knob_is_refused_at_registration():
+    from dataclasses import dataclass
+    from schedules import Schedule, on
+    from strategies import StrategyError, register
+
+    @dataclass(frozen=True)
+    class Listy(Schedule):
+        blocks: list = None
+
+        def factors(self, epoch, step, run, state):
+            return on(range(run.units), run)
+
+    with pytest.raises(StrategyError) as e:
+        register("listy", Listy())
+    assert "field 'blocks'" in str(e.value) and "cannot be a knob" in str(e.value)
+
+
+def test_the_adaptive_example_plugin_with_two_workers(tmp_path):
+    """examples/settle_freeze.py under --workers 2: it freezes the first unit once it settles, at the
+    epoch its state records, and the first unit's parameters never move after that."""
+    out = tmp_path / "out"
+    p = _cli(TINY + ["--epochs", "6", "--seeds", "2", "--plugin", str(SETTLE), "--lr-schedule", "cosine",
+                     "--strategies", "standard,settle-freeze[below=0.2]", "--workers", "2", "--out", str(out)],
+             cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert len(EXAMPLE.parent.joinpath("settle_freeze.py").read_text().splitlines()) <= 25
+    for seed in (0, 1):
+        run = json.loads((out / "runs" / f"settle-freeze[below=0.2]__seed{seed}.json").read_text())
+        frozen_at = run["schedule_state"]["frozen_at"]
+        assert frozen_at is not None and 1 <= frozen_at < 6
+        h = run["history"]
+        std = json.loads((out / "runs" / f"standard__seed{seed}.json").read_text())["history"]
+        assert h["train_flops"][frozen_at] < std["train_flops"][frozen_at]  # unit 0 no longer trains
+        assert h["train_flops"][frozen_at - 1] == std["train_flops"][frozen_at - 1]
