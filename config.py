@@ -401,6 +401,9 @@ class Config:
                               none="results/<dataset and the settings that differ from the defaults>")
     overwrite: bool = setting(False, help="discard results already in --out instead of resuming", group=RUNNING,
                               key=False, switch=True)
+    discard_stale: bool = setting(False, help="delete exactly the stored runs (and checkpoints) that other code made "
+                                  "than would run now, listing each, and train them again; the folder's other runs "
+                                  "are kept", group=RUNNING, key=False, switch=True)
     dry_run: bool = setting(False, help="smoke check: 1 epoch of 4 batches per strategy, 1 seed, in a scratch "
                             "folder of its own that it removes afterwards", group=RUNNING, switch=True, grid=False)
     progress: bool = setting(True, help="turn off the progress output (bars on a terminal, one line per "

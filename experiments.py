@@ -80,23 +80,33 @@ def _submit_environment(cfg):
     return {**environment("cpu"), "device": f"{cfg.device} (chosen on each SLURM node)", "device_name": None}
 
 
-def units_of(cfg, store):
-    """The cell's planned runs that are not saved yet, as units. A saved run or a checkpoint that
-    other code made (its spec differs from what would run now) is refused, never reused."""
+def units_of(cfg, store, refused, log=print):
+    """The cell's planned runs that are not saved yet, as units. A stored run or checkpoint that other
+    code made (its identity differs from what would run now) is refused, and only it: not reused and
+    not trained over, but named in `refused`; with --discard-stale it is deleted, said, and trained
+    again. The folder's other runs stay usable."""
     units = []
     for name, seed in run_plan(cfg):
-        refuse_stale(store, name, seed)
+        if not usable(cfg, store, name, seed, refused, log):
+            continue
         if not store.runs.saved(name, seed):
             after = (cfg.out, RunName(name.reference), seed) if name.budget else None
             units.append(Unit(cfg, name, seed, after=after))
     return units
 
 
-def refuse_stale(store, name, seed):
+def usable(cfg, store, name, seed, refused, log):
+    """False for a stale run or checkpoint of (name, seed), which then goes into `refused`; with
+    --discard-stale, its files are deleted (and listed) and it counts as never run."""
     why = store.runs.stale(name, seed) or store.checkpoints.stale(name, seed)
-    if why:
-        raise ResultsError(f"{store.path} holds {name} seed {seed}, which cannot be reused: {why}; pass "
-                           f"--overwrite to discard the folder's runs, or choose a new --out")
+    if why is None:
+        return True
+    if cfg.discard_stale:
+        store.discard(name, seed)
+        log(f"discarded {name} seed {seed} in {store.path} (and its checkpoint): {why}")
+        return True
+    refused.append(f"{name} seed {seed} in {store.path} ({why})")
+    return False
 
 
 def launch(units, cfg, stores, log, poll_s=1.0):
@@ -207,14 +217,21 @@ def summarise_cell(cfg, store, label, title_extra=""):
     return runs, summary
 
 
-def _finish(failed, out, log, result):
-    """Say which runs did not finish and how to complete them (exit status 1), else return result."""
-    if not failed:
-        return result
-    log(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{u.label} ({why})" for u, why in failed[:3])
-        + ("; ..." if len(failed) > 3 else "") + f". Finished runs are saved in {out}; rerun the same "
-        f"command to complete the rest (unfinished runs resume from their last epoch)")
-    raise Unfinished(len(failed))
+def _finish(failed, out, log, result, refused=()):
+    """Say which runs did not finish or were refused, and how to complete them (exit status 1),
+    else return result."""
+    if refused:
+        log(f"{_plural(len(refused), 'stored run')} made by other code than would run now were refused (not reused, "
+            f"not trained over): " + "; ".join(refused[:3]) + ("; ..." if len(refused) > 3 else "")
+            + ". Rerun with --discard-stale to delete exactly those and train them again (--overwrite discards "
+            "the whole folder)")
+    if failed:
+        log(f"{len(failed)} run(s) did not finish: " + "; ".join(f"{u.label} ({why})" for u, why in failed[:3])
+            + ("; ..." if len(failed) > 3 else "") + f". Finished runs are saved in {out}; rerun the same "
+            f"command to complete the rest (unfinished runs resume from their last epoch)")
+    if failed or refused:
+        raise Unfinished(len(failed) + len(refused))
+    return result
 
 
 SCRATCH = "altfreeze-dry-run-"  # a dry run's own folder, in the temp directory
@@ -240,12 +257,15 @@ def run_experiment(cfg: Config, log=print):
     if cfg.overwrite:
         _refuse_live_jobs(cfg, log)
     store, data = prepare_cell(cfg, cfg.overwrite)
-    units = units_of(cfg, store)
+    refused = []
+    units = units_of(cfg, store, refused, log)
     plan = run_plan(cfg)
     log(f"data: {_data_line(cfg, data)}; {workload_of(cfg.workload).describe(cfg.model_settings())}; "
         f"device: {pick_device(cfg.device)}; {cfg.precision}; "
         f"{_plural(cfg.epochs, 'epoch')}; {_seed_range(cfg.seeds)}; {_plural(len(plan), 'run')}"
-        + (f", {len(plan) - len(units)} already in {cfg.out} (skipped)" if len(units) < len(plan) else ""))
+        + (f", {len(plan) - len(units) - len(refused)} already in {cfg.out} (skipped)"
+           if len(units) + len(refused) < len(plan) else "")
+        + (f", {len(refused)} refused (made by other code)" if refused else ""))
     failed = launch(units, cfg, {cfg.out: store}, log)
     if not cfg.wait and failed:
         log(f"submitted; rerun the same command to collect the results into {cfg.out}")
@@ -254,7 +274,7 @@ def run_experiment(cfg: Config, log=print):
     log(_completeness(summary) + format_table(summary))
     log(f"dry run done: every stage ran; its scratch folder {cfg.out} is removed now" if scratch else
         f"wrote config.json, metrics.csv, summary.json, comparison_results.png in {cfg.out}")
-    return _finish(failed, cfg.out, log, (runs, summary))
+    return _finish(failed, cfg.out, log, (runs, summary), refused)
 
 
 def _data_line(cfg, data):
@@ -332,17 +352,18 @@ def run_sweep(cfg: Config, log=print):
     if cfg.overwrite:
         _refuse_live_jobs(cfg, log)
     sweep = SweepDir(cfg.out, base, keys, cfg.overwrite, defaults=DEFAULT_KEY)
-    stores, units, labels, by_values = {}, [], {}, {}
+    stores, units, labels, by_values, refused = {}, [], {}, {}, []
     for values, cell in cells:
         cell = replace(cell, out=str(sweep.cell_path(values)))
         store, data = prepare_cell(cell, cell=values)
         stores[cell.out], labels[cell.out] = store, data.label
         by_values[cell_key(values)] = cell
-        units += units_of(cell, store)
+        units += units_of(cell, store, refused, log)
     total = sum(len(run_plan(c)) for _, c in cells)
     axes = " x ".join(f"{len(v)} {'+'.join(k) if isinstance(k, tuple) else k}" for k, v in cfg.grid)
     log(f"sweep: {len(cells)} cells ({axes}), "
-        f"{_plural(total, 'run')}, {total - len(units)} already in {cfg.out} (skipped); data: {data.label}; "
+        f"{_plural(total, 'run')}, {total - len(units) - len(refused)} already in {cfg.out} (skipped)"
+        + (f", {len(refused)} refused (made by other code)" if refused else "") + f"; data: {data.label}; "
         f"{cells[0][1].precision}")
     failed = launch(units, cfg, stores, log)
     if not cfg.wait and failed:
@@ -354,9 +375,8 @@ def run_sweep(cfg: Config, log=print):
         fresh = list(range(max(selection) + 1, max(selection) + 1 + cfg.effective().confirm_seeds))
         done = [(v, stores[str(sweep.cell_path(v))].runs.refresh().all()) for v, _ in cells]
         tuned, _ = tuned_comparison(done, keys, "standard", tune, cfg.metric, selection, margin=cfg.margin)
-        confirming_units = confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
-        for u in confirming_units:
-            refuse_stale(stores[u.cfg.out], u.name, u.seed)
+        confirming_units = [u for u in confirmation_units(tuned, by_values, fresh, cfg.match_budget == "flops")
+                            if usable(cfg, stores[u.cfg.out], u.name, u.seed, refused, log)]
         units = [u for u in confirming_units if not stores[u.cfg.out].runs.saved(u.name, u.seed)]
         log(f"confirmation: {_plural(len(units), 'run')} to go on fresh {_seed_range(tuple(fresh))} "
             f"(each strategy at its tuned choice" + (", plus equal-compute standard runs)"
@@ -388,7 +408,7 @@ def run_sweep(cfg: Config, log=print):
                           "accuracy_vs_flops.png")
     log(_completeness(summary) + format_sweep(summary))
     log(f"wrote sweep.csv, sweep_summary.json, sweep_results.png and {len(done)} cell folders in {cfg.out}")
-    return _finish(failed, cfg.out, log, (done, summary))
+    return _finish(failed, cfg.out, log, (done, summary), refused)
 
 
 def confirmation_units(tuned, cells, seeds, matched):

@@ -610,6 +610,12 @@ class ResultsDir:
             shutil.rmtree(self.path / sub, ignore_errors=True)
         self.settings.previous = {}
 
+    def discard(self, strategy, seed):
+        """Delete one run's file and checkpoint (a stale run: --discard-stale)."""
+        self.runs.file(str(strategy), seed).unlink(missing_ok=True)
+        self.runs.cache.pop((str(strategy), seed), None)
+        self.checkpoints.drop(strategy, seed)
+
     def write_config(self, config, extra):
         self.settings.write(config, extra)
 

@@ -183,12 +183,41 @@ def test_a_changed_plugin_refuses_its_saved_runs_and_says_why(tmp_path):
     assert again.returncode == 0 and "2 already in" in again.stdout
     plugin.write_text(plugin.read_text().replace("late: float = 0.5", "late: float = 0.25"))
     changed = _cli(args)
-    assert changed.returncode == 2 and changed.stderr.count("\n") == 1, changed.stdout + changed.stderr
-    assert "head-last seed 0, which cannot be reused" in changed.stderr
-    assert "its schedule's code changed" in changed.stderr and str(plugin) in changed.stderr
-    assert "--overwrite" in changed.stderr and "new --out" in changed.stderr
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert "1 stored run made by other code than would run now were refused" in changed.stdout
+    assert "head-last seed 0 in" in changed.stdout and "its schedule's code changed" in changed.stdout
+    assert str(plugin) in changed.stdout and "--discard-stale" in changed.stdout
+    assert "1 already in" in changed.stdout  # standard's run is reused, the stale one neither reused nor trained
+    before = (out / "runs" / "head-last__seed0.json").read_bytes()
+    assert json.loads(before)["spec"]["code"]["fingerprint"] != _fingerprint(plugin)
     fresh = _cli(args + ["--overwrite"])
     assert fresh.returncode == 0 and "already in" not in fresh.stdout
+
+
+def _fingerprint(path):
+    import hashlib
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def test_a_stale_strategy_is_refused_alone_and_discard_stale_removes_only_its_runs(tmp_path):
+    """Two seeds of standard and of a plugin strategy; the plugin changes: standard's runs are
+    reused, the plugin's are refused one by one; --discard-stale deletes exactly those two files
+    (listing them) and trains them again, and standard's run files are untouched bytes."""
+    plugin, out = _plugin(tmp_path / "plugins", HEAD_LAST), tmp_path / "out"
+    args = TINY + ["--seeds", "2", "--plugin", str(plugin), "--strategies", "standard,head-last", "--out", str(out)]
+    assert _cli(args).returncode == 0
+    standard = {f.name: f.read_bytes() for f in (out / "runs").glob("standard__*.json")}
+    plugin.write_text(plugin.read_text() + "\n# edited\n")
+    refused = _cli(args)
+    assert refused.returncode == 1 and "2 stored runs made by other code" in refused.stdout
+    assert "2 already in" in refused.stdout and "standard  2/2" in refused.stdout.replace("  ", "  ")
+    discarded = _cli(args + ["--discard-stale"])
+    assert discarded.returncode == 0, discarded.stdout + discarded.stderr
+    assert discarded.stdout.count("discarded head-last seed") == 2 and "discarded standard" not in discarded.stdout
+    assert {f.name: f.read_bytes() for f in (out / "runs").glob("standard__*.json")} == standard
+    for seed in (0, 1):
+        run = json.loads((out / "runs" / f"head-last__seed{seed}.json").read_text())
+        assert run["spec"]["code"]["fingerprint"] == _fingerprint(plugin)
 
 
 def test_a_changed_built_in_is_caught_too(tmp_path, monkeypatch, capsys):
@@ -196,8 +225,8 @@ def test_a_changed_built_in_is_caught_too(tmp_path, monkeypatch, capsys):
     assert run_cli(args, capsys)[0] == 0
     import schedules
     monkeypatch.setattr(schedules.FreezeOut, "version", 2)  # what a change to FreezeOut.factors must come with
-    code, _, err = run_cli(args, capsys)
-    assert code == 2 and "freezeout seed 0, which cannot be reused" in err and "FreezeOut v1 -> " in err
+    code, out, err = run_cli(args, capsys)
+    assert code == 1 and "freezeout seed 0 in" in out and "FreezeOut v1 -> " in out
 
 
 def test_a_changed_plugin_refuses_a_checkpoint_mid_run(tmp_path):
@@ -218,8 +247,8 @@ def test_a_changed_plugin_refuses_a_checkpoint_mid_run(tmp_path):
     assert ckpt.exists() and not (out / "runs" / "head-last__seed0.json").exists()
     plugin.write_text(plugin.read_text() + "\n# a changed file is changed code\n")
     p = _cli(args)
-    assert p.returncode == 2 and "head-last seed 0, which cannot be reused" in p.stderr, p.stdout + p.stderr
-    assert "its schedule's code changed" in p.stderr and "resumed" not in p.stdout
+    assert p.returncode == 1 and "head-last seed 0 in" in p.stdout, p.stdout + p.stderr
+    assert "its schedule's code changed" in p.stdout and "resumed" not in p.stdout
     assert ckpt.exists()  # refused, not moved aside or overwritten
 
 

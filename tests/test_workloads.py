@@ -447,4 +447,5 @@ def test_a_changed_workload_plugin_is_refused(tmp_path):
     assert subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=300).returncode == 0
     plugin.write_text(EXAMPLE.read_text() + "\n# a comment: the file changed\n")
     p = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 2 and "its workload's code changed" in p.stderr, p.stdout + p.stderr
+    assert p.returncode == 1 and "its workload's code changed" in p.stdout, p.stdout + p.stderr
+    assert "standard seed 0 in" in p.stdout and "--discard-stale" in p.stdout
