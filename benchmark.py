@@ -381,6 +381,115 @@ def profile_table(ds, device, steps=30, batch_size=128, precision="fp32"):
         sort_by=key, row_limit=14, max_name_column_width=28, max_shapes_column_width=48)
 
 
+# --- the cnn and gpt workloads ------------------------------------------------------------------
+WORKLOAD_DATA = {"cnn": "45,000 CIFAR-shaped images", "gpt": "8,192 windows of 64 characters"}
+
+
+def workload_data(kind, device, n_images=45_000):
+    """Synthetic data of each workload's shape: CIFAR-shaped images, or random characters."""
+    from data import Dataset
+    if kind == "gpt":
+        g = torch.Generator().manual_seed(0)
+        tokens = lambda n: torch.randint(84, (n,), generator=g).to(device)  # noqa: E731 (84: Shakespeare's vocabulary)
+        return Dataset(tokens(600_000), None, tokens(70_000), None, [chr(32 + i) for i in range(84)], "random text",
+                       kind="text")
+    return make_synthetic(n_images, 10_000, seed=0, device=device)
+
+
+class WorkloadRun:
+    """One workload at its default size, standard or with its first half frozen (a frozen prefix:
+    no backward below the second half), timed an epoch at a time; FLOPs as the run counts them."""
+
+    def __init__(self, kind, data, device, precision, frozen_prefix=False):
+        from config import Config
+        from runs import build_model, loaders
+        from schedules import Phases
+        from models import SECOND
+        self.cfg = Config(workload=kind, dataset="text" if kind == "gpt" else "synthetic", precision=precision,
+                          epochs=1, **({"optimizer": "sgd", "lr": 0.1, "label_smoothing": 0.1} if kind == "cnn" else {}))
+        torch.manual_seed(0)
+        self.model = build_model(self.cfg, data).to(device)
+        self.loader, self.test, _ = loaders(self.cfg, data, 0)
+        self.schedule = Phases(phases=((SECOND,),)) if frozen_prefix else STANDARD
+        self.device = device
+        if kind == "gpt":  # warm-up on a few batches: allocations, oneDNN's kernels for these shapes
+            warm = type(self.loader)(data.x_train, self.loader.context, self.loader.batch_size, True, 0, windows=512)
+        else:
+            warm = TensorLoader(data.x_train[:512], data.y_train[:512], self.loader.batch_size, True, 0, True)
+        self.epoch(warm)
+
+    def epoch(self, loader=None):
+        """(training seconds, FLOPs, evaluation seconds) of one epoch."""
+        from training_loop import fit, TrainSpec
+        spec = TrainSpec(self.cfg, self.schedule)
+        h = fit(self.model, loader or self.loader, self.test, spec, device=self.device).history
+        return h["epoch_time_s"][0], h["train_flops"][0], h["eval_time_s"][0]
+
+
+def workloads_report(args):
+    """Per workload and precision: standard and frozen-prefix epochs in interleaved rounds, with
+    the matmul ceiling of the row's precision, and runs per hour of 15 epochs with evaluation."""
+    device = pick_device(args.device)
+    precisions = [p for p in precisions_for(device, args.emulated_bf16) if p in args.precisions]
+    pipes = {}
+    for kind in args.workloads:
+        data = workload_data(kind, device)
+        for p in precisions:
+            for frozen in (False, True):
+                pipes[kind, p, frozen] = WorkloadRun(kind, data, device, p, frozen)
+    times, evals, flops, peaks = {k: [] for k in pipes}, {k: [] for k in pipes}, {}, {p: [] for p in precisions}
+    for _ in range(args.repeats):
+        for p in precisions:
+            peaks[p].append(matmul_gflops(device, p))
+        for key, pipe in pipes.items():
+            sec, flops[key], ev = pipe.epoch()
+            times[key].append(sec)
+            evals[key].append(ev)
+    peak = {p: statistics.median(v) for p, v in peaks.items()}
+    rows = []
+    for (kind, p, frozen), t in times.items():
+        sec, ev = statistics.median(t), statistics.median(evals[kind, p, frozen])
+        std = statistics.median(times[kind, p, False])
+        rows.append({"workload": kind, "precision": p, "frozen_prefix": frozen, "s_per_epoch": sec, "s_per_epoch_all": t,
+                     "eval_s": ev, "gflops": flops[kind, p, frozen] / sec / 1e9,
+                     "fraction_of_matmul": flops[kind, p, frozen] / sec / 1e9 / peak[p],
+                     "flops_ratio": flops[kind, p, frozen] / flops[kind, p, False], "time_ratio": sec / std,
+                     "runs_per_hour": 3600 / (RUN_EPOCHS * (sec + ev))})
+    return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "repeats": args.repeats, "matmul_gflops": peak, "rows": rows}
+
+
+def format_workloads(r):
+    head = ["workload", "precision", "trains", "s/epoch", "eval s", "GFLOP/s", "of matmul", "FLOPs x", "time x",
+            "runs/hour"]
+    body = [[x["workload"], x["precision"], "second half only (frozen prefix)" if x["frozen_prefix"] else "all units",
+             f"{x['s_per_epoch']:.2f}", f"{x['eval_s']:.2f}", f"{x['gflops']:.1f}", f"{100 * x['fraction_of_matmul']:.0f}%",
+             f"{x['flops_ratio']:.2f}", f"{x['time_ratio']:.2f}", f"{x['runs_per_hour']:.0f}"] for x in r["rows"]]
+    from stats import text_table
+    return "\n".join([
+        f"workloads at their default size on {r['device']} ({r['threads']} threads), torch {r['torch']}, median of "
+        f"{r['repeats']} interleaved rounds; data: " + "; ".join(f"{k}: {v}" for k, v in WORKLOAD_DATA.items()
+                                                            if any(x["workload"] == k for x in r["rows"])),
+        "large matmul ceiling: " + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in r["matmul_gflops"].items()),
+        "GFLOP/s = the run's measured FLOPs (flops.py) per training second; FLOPs x and time x against the same "
+        "workload's standard epoch; runs/hour: 15 epochs, each with evaluation", "", text_table(head, body)])
+
+
+def profile_workload(kind, device, precision="fp32", steps=20):
+    """torch.profiler's top operators over `steps` standard training steps of a workload."""
+    from torch.profiler import ProfilerActivity, profile
+    pipe = WorkloadRun(kind, workload_data(kind, device, n_images=steps * 128), device, precision)
+    if kind == "gpt":
+        pipe.loader.windows = steps * pipe.loader.batch_size
+    pipe.test = type(pipe.test)(pipe.test.stream[:2000], pipe.test.context, 1000) if kind == "gpt" else \
+        TensorLoader(pipe.test.x[:128], pipe.test.y[:128], 128)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        pipe.epoch()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=40)
+
+
 def format_report(r):
     head = ["pipeline", "precision", "s/epoch", "samples/s", "GFLOP/s", "of matmul", "vs reference",
             "runs/hour"]
@@ -448,15 +557,32 @@ def main(argv=None):
                    help="time bf16 even where it is emulated (no avx512_bf16 or AMX): slow, and only for the record")
     p.add_argument("--profile", action="store_true",
                    help="instead: profile 30 standard steps and time Adam's implementations")
+    p.add_argument("--workloads", default="", metavar="cnn,gpt",
+                   help="instead: time these workloads at their default size, standard and with a frozen prefix "
+                        "(with --profile: profile their steps)")
     args = p.parse_args(argv)
     args.precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
     args.pack = [int(x) for x in args.pack.split(",") if x.strip()]
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"error: --device {args.device} asked for, but CUDA is not available; use --device cpu",
               file=sys.stderr)
         return 2
+    if args.workloads:
+        if args.profile:
+            for kind in args.workloads:
+                for p in (x for x in args.precisions if x in precisions_for(pick_device(args.device))):
+                    print(f"{kind}, {p}:\n" + profile_workload(kind, pick_device(args.device), p))
+            return 0
+        report = workloads_report(args)
+        print(format_workloads(report))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+        return 0
     if args.profile:
         device = pick_device(args.device)
         ds = make_synthetic(30 * args.batch_size, args.batch_size, seed=0, device=device)
