@@ -14,7 +14,7 @@ from pathlib import Path
 
 from plots import plot_forest, plot_gaps
 from strategies import RunName
-from stats import adjusted, compare, family, format_diff, load_runs, text_table, verdict
+from stats import adjusted, compare, difference_of_gaps, family, format_diff, load_runs, text_table, verdict
 
 DEPTH_2 = "protocol-knobs-fashion-mnist"  # the depth-2, 15-epoch protocol with every method's knobs
 DEPTHS = {4: "protocol-depth4-fashion-mnist", 8: "protocol-depth8-fashion-mnist"}  # the depth-2 knob choices
@@ -124,6 +124,29 @@ def format_gaps(rows, what):
                         verdict(r), r["family"]] for r in sorted(rows, key=lambda r: (r["x"], r["strategy"]))])
 
 
+def interactions(rows):
+    """For each strategy, its gap at each setting minus its gap at the setting before (depth 4 minus
+    depth 2, ...): the difference of two paired gaps with Welch's interval, the only test of a trend
+    (each gap comes from its own runs and family)."""
+    out = []
+    for name in dict.fromkeys(r["strategy"] for r in rows):
+        mine = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r["x"])
+        for a, b in zip(mine, mine[1:]):
+            d = difference_of_gaps(a, b)
+            if d is not None:
+                out.append({"strategy": name, "from": a["x"], "to": b["x"], **d.to_json()})
+    return out
+
+
+def format_interactions(rows, what):
+    return text_table([f"{what}", "strategy", "gap there minus gap before [95% CI]", "p (Welch)", "reads"],
+                      [[f"{r['from']:g} -> {r['to']:g}", r["strategy"], format_diff(r),
+                        "-" if r["p_value"] is None else f"{r['p_value']:.2g}",
+                        "changes" if r["ci95_low"] > 0 or r["ci95_high"] < 0 else "not shown to change"]
+                       for r in rows]) + ("\nnot adjusted for multiplicity: a trend is claimed only where its "
+                                          "interval excludes 0")
+
+
 def collect(root="results"):
     root = Path(root)
     rows, notes = [], []
@@ -175,6 +198,10 @@ def main(argv=None):
         print(format_gaps(gaps, what) if gaps else "(no runs yet)")
         for n in gap_notes:
             print(n)
+        trend = interactions(gaps)
+        if trend:
+            print(f"\nthe interaction: does the gap change with {what}?")
+            print(format_interactions(trend, what))
         if len({r["x"] for r in gaps}) > 1:  # a curve needs two settings; one is only the table above
             plot_gaps(gaps, out / png, xlabel=what, log_x=True, margin=a.margin,
                       title=f"Fashion-MNIST: each strategy minus standard against {what}\n({tuned}; 95% intervals)")

@@ -118,6 +118,22 @@ def paired(a, b, n=None, margin=None):
                   None if margin is None else tost(d, margin / scale))
 
 
+def difference_of_gaps(a, b):
+    """The interaction test of a trend: b's paired gap minus a's (two comparisons on independent runs,
+    say one strategy minus standard at depth 2 and at depth 4), with Welch's 95% interval and
+    two-sided p-value, from each gap's mean, 95% t-interval and pairs (which give its standard
+    error exactly); None where either lacks an interval."""
+    if a is None or b is None or a.get("ci95_low") is None or b.get("ci95_low") is None:
+        return None
+    se = [(d["ci95_high"] - d["ci95_low"]) / 2 / t_quantile_975(d["pairs"] - 1) for d in (a, b)]
+    diff = b["mean"] - a["mean"]
+    s = math.sqrt(se[0] ** 2 + se[1] ** 2)
+    df = s ** 4 / sum(x ** 4 / (d["pairs"] - 1) for x, d in zip(se, (a, b)))
+    half = float(sps.t.ppf(0.975, df)) * s
+    return Paired(diff, diff - half, diff + half, float(2 * sps.t.sf(abs(diff) / s, df)) if s else None,
+                  min(a["pairs"], b["pairs"]))
+
+
 def tost(d, margin):
     """p-value of the two one-sided t-tests (Schuirmann) that the mean of the paired differences d
     lies inside (-margin, +margin): the larger of the two one-sided p-values. Differences without

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from strategies import RunName, StrategyName, knobs_of
-from stats import (Paired, Record, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm,
-                   mean_or_none, paired, run_diverged, std_or_none, summarize, test_acc, test_samples, text_table, val_score, verdict)
+from stats import (Paired, Record, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, later,
+                   mean_or_none, memory_means, paired, run_diverged, std_or_none, summarize, test_acc, test_samples,
+                   text_table, val_score, verdict)
 
 ALPHA = 0.05
 MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
@@ -114,6 +115,9 @@ class TunedEntry(Record):
     matched_acc_mean: float | None = None
     matched_run: str | None = None
     note: str | None = None
+    ties: list | None = later()         # other candidates with the very same validation score (the tie-break chose)
+    to_target: dict | None = later()    # when its test metric first reached tuned standard's final mean (see time_to_target)
+    memory: dict | None = later()       # mean peaks over the reported seeds: process or device, trainable, optimizer bytes
 
 
 @dataclass(frozen=True)
@@ -316,16 +320,49 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 c["choice"], lr=c["choice"].get("lr"), cell=c["cell"], variant=c["variant"], knobs=c["knobs"],
                 edges=c["edges"], at_edge=" and ".join(f"{e} {k}" for k, e in c["edges"].items() if e) or None,
                 val_acc_mean=c["val"], selected_on=c["seeds"], candidates=c["candidates"],
-                train_flops_mean=mean_or_none(sum(r["history"]["train_flops"]) for r in c["runs"].values()),
+                # on the seeds reported: the fresh ones when confirmed (the tuning seeds' FLOPs only chose
+                # which strategies get matched runs), so random and adaptive schedules show what they did there
+                train_flops_mean=mean_or_none(sum(r["history"]["train_flops"]) for r in good_runs.values()),
                 test_acc_mean=mean_or_none(accs.values()), test_acc_std=std_or_none(accs.values()),
                 train_acc_mean=mean_or_none(train.values()),
                 train_test_gap=mean_or_none(train[s] - final_acc(good_runs[s]) for s in train),
                 seeds=sorted(accs), diverged=len(planned) - len(accs), confirmed=confirm_seeds is not None,
                 other_metric=OtherMetric(_other(metric), mean_or_none(v for v in other.values() if v is not None),
                                          other_diff),
-                diff_vs_standard=diff)
-        out.append(TunedGroup(dict(rest), entries))
+                diff_vs_standard=diff, ties=c["ties"] or None,
+                memory=_memory(good_runs.values()))
+        out.append(TunedGroup(dict(rest), _with_time_to_target(entries, report, reference)))
     return out, None
+
+
+def _memory(runs):
+    peak, trainable, optimizer = memory_means(runs)
+    return None if peak is None and trainable is None else {"peak_bytes": peak, "trainable_bytes": trainable,
+                                                            "optimizer_bytes": optimizer}
+
+
+def time_to_target(runs, target):
+    """{"target", "steps_mean", "flops_mean", "reached", "of"}: over the runs that reach `target` (test
+    accuracy after an epoch), the mean steps and training FLOPs until the first epoch that does, and
+    how many of the runs reach it at all (AlgoPerf's time to target, in steps and FLOPs)."""
+    steps, flops = [], []
+    for r in runs:
+        h = r["history"]
+        hit = next((i for i, a in enumerate(h["test_acc"]) if a >= target), None)
+        if hit is not None:
+            steps.append(sum(h["steps"][:hit + 1]) if "steps" in h else None)
+            flops.append(sum(h["train_flops"][:hit + 1]))
+    return {"target": target, "steps_mean": mean_or_none(s for s in steps if s is not None),
+            "flops_mean": mean_or_none(flops), "reached": len(flops), "of": len(runs)}
+
+
+def _with_time_to_target(entries, report, reference):
+    """Each entry with its time to tuned standard's final mean test accuracy on the reported seeds."""
+    ref = entries.get(reference)
+    if ref is None or ref.test_acc_mean is None:
+        return entries
+    return {n: e if n not in report else replace(e, to_target=time_to_target(report[n][1].values(), ref.test_acc_mean))
+            for n, e in entries.items()}
 
 
 def _variants_by_strategy(cells):
@@ -393,13 +430,15 @@ def _best_candidate(variants, members, tune, metric, selection_seeds):
     if not scores:
         return None
     best = max(scores, key=lambda i: (scores[i][0], -i))  # ties: the first candidate in grid order
+    tied = [i for i in scores if i != best and scores[i][0] == scores[best][0]]
     values, text, rs = mine[best]
     choice = {**{k: values[k] for k in tune}, **knobs[text]}
     edges = {k: _edge(values[k], [v[k] for v, _, _ in mine]) for k in tune}
     edges.update({k: _edge(knobs[text][k], [knobs[t][k] for _, t, _ in mine]) for k in knobs[text]})
     return {"choice": choice, "cell": values, "variant": text, "knobs": knobs[text], "edges": edges,
             "val": scores[best][0], "seeds": sorted(common), "runs": scores[best][1], "all_runs": rs,
-            "candidates": len(mine)}
+            "candidates": len(mine),
+            "ties": [{**{k: mine[i][0][k] for k in tune}, **knobs[mine[i][1]]} for i in tied]}
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -472,6 +511,13 @@ def format_tuned(summary):
     head = ["group", "strategy", "choice (on validation)", "val acc (%)", "test acc (%)", "train acc (%)",
             "train-test gap", "pairs",
             f"diff vs {ref} [95% CI]", "p", "p (Holm)", *tost, f"{other}: diff [95% CI]", "note"]
+    entries = [e for g in summary["tuned"] for e in g["strategies"].values()]
+    extra = any(e.get("to_target") for e in entries)  # the columns of summaries made since they exist
+    memory = any(e.get("memory") for e in entries)
+    if extra:
+        head[head.index("pairs"):head.index("pairs")] = ["FLOPs x", f"to {ref}'s final: FLOPs x (seeds)"]
+    if memory:
+        head[-1:-1] = ["peak MB", "optimizer MB"]
     body, matched = [], []
     star = lambda d: "*" if d and d.get("p_holm") is not None and d["p_holm"] < alpha else ""  # noqa: E731
     for g in summary["tuned"]:
@@ -483,14 +529,22 @@ def format_tuned(summary):
             d = e.get("diff_vs_standard")
             diff = "(reference)" if name == ref else format_diff(d) + star(d)
             note = f"at the {e['at_edge']} tried: extend the grid" if e["at_edge"] else ""
-            body.append([label, name, cell_label(e["choice"]), _f(e["val_acc_mean"], ".2f"),
-                         _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else
-                                                          f" +- {e['test_acc_std']:.2f}"),
-                         _f(e.get("train_acc_mean"), ".2f"), _f(e.get("train_test_gap"), ".2f"),
-                         _pairs(d, e), diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
-                         *(_tost(d, alpha) if tost else []),
-                         "(reference)" if name == ref else format_diff(e["other_metric"].get("diff_vs_standard")),
-                         note])
+            choice = cell_label(e["choice"]) + (f" (tied with {'; '.join(cell_label(c) for c in e['ties'])}: the first "
+                                                f"in grid and knob order)" if e.get("ties") else "")
+            row = [label, name, choice, _f(e["val_acc_mean"], ".2f"),
+                   _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else f" +- {e['test_acc_std']:.2f}"),
+                   _f(e.get("train_acc_mean"), ".2f"), _f(e.get("train_test_gap"), ".2f"),
+                   _pairs(d, e), diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
+                   *(_tost(d, alpha) if tost else []),
+                   "(reference)" if name == ref else format_diff(e["other_metric"].get("diff_vs_standard")), note]
+            if extra:
+                std = g["strategies"].get(ref) or {}
+                row[7:7] = [_ratio(e.get("train_flops_mean"), std.get("train_flops_mean")),
+                            _to_target(e.get("to_target"), std.get("train_flops_mean"))]
+            if memory:
+                m = e.get("memory") or {}
+                row[-1:-1] = [_mib(m.get("peak_bytes")), _mib(m.get("optimizer_bytes"))]
+            body.append(row)
             m = e.get("diff_vs_matched")
             if m:
                 matched.append([label, name, e.get("matched_run", f"{ref}@flops={name}"),
@@ -514,6 +568,23 @@ def format_tuned(summary):
                  + text_table(["group", "strategy", "matched run", "matched acc (%)", "pairs",
                                "strategy minus matched [95% CI]", "p", "p (Holm)", *tost], matched))
     return text
+
+
+def _ratio(a, b):
+    return "-" if a is None or not b else f"{a / b:.2f}"
+
+
+def _to_target(tt, ref_flops):
+    """'0.62 (9/10)': the mean FLOPs to reach tuned standard's final mean, as a fraction of standard's
+    whole run, over the seeds that reach it; 'never (0/10)' where none does."""
+    if not tt:
+        return "-"
+    reached = f"({tt['reached']}/{tt['of']})"
+    return f"never {reached}" if tt["flops_mean"] is None else f"{_ratio(tt['flops_mean'], ref_flops)} {reached}"
+
+
+def _mib(x):
+    return "-" if x is None else f"{x / 2 ** 20:.1f}"
 
 
 def _pairs(d, entry):

@@ -264,3 +264,21 @@ def test_compare_pairs_two_folders_by_seed_and_counts_a_seed_lost_to_divergence(
     c = [_one("layer-freezing", s, 9000 + 10 * s - 20 + s % 3) for s in range(2, 7)]
     fixed = adjusted([row, compare(c, "layer-freezing", b, "standard", margin=0.25)])
     assert fixed[0].diff.p_holm >= row.diff.p_value  # Holm never lowers a p-value
+
+
+def test_the_interaction_of_two_gaps_is_welchs_test_on_their_per_seed_differences():
+    """A trend across depths (or budgets, or workloads) is tested as the difference of two paired
+    gaps from independent runs: the same interval and p-value as Welch's test on the per-seed gaps."""
+    import numpy as np
+    from scipy import stats as sps
+    from stats import difference_of_gaps, paired
+    rng = np.random.default_rng(0)
+    a_diffs, b_diffs = rng.normal(-0.1, 0.1, 10), rng.normal(-0.4, 0.2, 8)
+    a, b = paired(a_diffs, np.zeros(10)), paired(b_diffs, np.zeros(8))
+    d = difference_of_gaps(a.to_json(), b.to_json())
+    welch = sps.ttest_ind(b_diffs, a_diffs, equal_var=False)
+    assert d.mean == pytest.approx(b_diffs.mean() - a_diffs.mean())
+    assert d.p_value == pytest.approx(welch.pvalue, rel=1e-9)
+    ci = welch.confidence_interval(0.95)
+    assert (d.ci95_low, d.ci95_high) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert difference_of_gaps(a.to_json(), {"mean": 1.0, "ci95_low": None}) is None

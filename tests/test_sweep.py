@@ -302,3 +302,50 @@ def test_the_tuned_table_reports_each_strategys_train_accuracy_and_train_test_ga
     assert e["freezeout"]["train_acc_mean"] is None and e["freezeout"]["train_test_gap"] is None
     table = format_tuned(s)
     assert "train-test gap" in table.splitlines()[1] and "15.00" in table
+
+
+def _curve(strategy, seed, accs, flops, val=60.0, steps=10):
+    """A run with a test accuracy and FLOPs per epoch."""
+    n = len(accs)
+    return {"strategy": strategy, "seed": seed, "test_samples": 10000, "history": {
+        "epoch": list(range(1, n + 1)), "test_acc": list(accs), "val_acc": [val] * n, "epoch_time_s": [1.0] * n,
+        "train_flops": [flops] * n, "steps": [steps] * n, "param_updates": [1] * n, "diverged": [False] * n}}
+
+
+def test_time_to_target_counts_steps_and_flops_to_tuned_standards_final_mean_and_the_seeds_that_never_reach_it():
+    from sweep import format_tuned, summarize_sweep
+    std = [_curve("standard", s, [50, 60, 70], 100) for s in (2, 3)]  # final mean 70
+    alt = [_curve("alternating-epoch", 2, [65, 71, 72], 60), _curve("alternating-epoch", 3, [50, 60, 69], 60)]
+    sel = [_curve(n, s, [60], 100) for n in ("standard", "alternating-epoch") for s in (0, 1)]
+    cells = [({"lr": 0.01}, std + alt + sel), ({"lr": 0.1}, [_curve(n, s, [60], 100, val=10) for n in
+                                                              ("standard", "alternating-epoch") for s in (0, 1)])]
+    s = summarize_sweep(cells, ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3])
+    tt = s.tuned[0].strategies["alternating-epoch"].to_target
+    assert tt == {"target": 70.0, "steps_mean": 20.0, "flops_mean": 120.0, "reached": 1, "of": 2}
+    assert s.tuned[0].strategies["standard"].to_target["steps_mean"] == 30.0
+    text = format_tuned(s.to_json() | {"tuned": [g.to_json() for g in s.tuned]})
+    assert "0.40 (1/2)" in text  # 120 FLOPs of standard's 300, one seed of two
+
+
+def test_the_flops_column_comes_from_the_reported_seeds_not_the_tuning_seeds():
+    """A random schedule trains other FLOPs on other seeds: the confirmed table reports the fresh
+    seeds' FLOPs (LayerOut was 0.93 on its tuning seeds against 0.912 on seeds 2-11)."""
+    from sweep import summarize_sweep
+    runs = [_curve("standard", s, [60], 100) for s in range(4)]
+    runs += [_curve("layerout", s, [60], 93 if s < 2 else 91) for s in range(4)]
+    cells = [({"lr": lr}, runs) for lr in (0.01, 0.1)]
+    confirmed = summarize_sweep(cells, ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3])
+    tuning = summarize_sweep(cells, ["lr"], selection_seeds=[0, 1])
+    assert confirmed.tuned[0].strategies["layerout"].train_flops_mean == 91
+    assert tuning.tuned[0].strategies["layerout"].train_flops_mean == 93
+
+
+def test_ties_in_tuning_are_reported_in_the_choice_column_with_the_tie_break():
+    from sweep import format_tuned, summarize_sweep
+    runs = [_curve(n, s, [60], 100) for n in ("standard", "cyclic-blocks") for s in range(2)]
+    cells = [({"lr": lr}, list(runs)) for lr in (0.001, 0.003, 0.01)]
+    s = summarize_sweep(cells, ["lr"], selection_seeds=[0, 1])
+    e = s.tuned[0].strategies["cyclic-blocks"]
+    assert e.choice == {"lr": 0.001} and e.ties == [{"lr": 0.003}, {"lr": 0.01}]
+    text = format_tuned(s.to_json())
+    assert "lr=0.001 (tied with lr=0.003; lr=0.01: the first in grid and knob order)" in text
