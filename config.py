@@ -8,14 +8,13 @@ spelled anywhere else.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from data import DATASETS, TEXT_DATASETS
-from plugins import PluginError
+from plugins import PluginError, did_you_mean
 from strategies import CORE, RunName, StrategyError, StrategyName, expand, load_plugins, spec  # noqa: F401
 from workloads import SHARED, WORKLOADS, WorkloadError, lookup as workload_of
 
@@ -101,11 +100,6 @@ def workload_name(text):
         raise ValueError(f"must be a registered workload ({', '.join(WORKLOADS)}), got {text!r}"
                          f"{did_you_mean(text, WORKLOADS)}; a network of your own: --plugin FILE.py")
     return text
-
-
-def did_you_mean(word, options):
-    close = difflib.get_close_matches(str(word), list(options), n=2, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def slurm_minutes(text):

@@ -23,6 +23,7 @@ if __name__ == "__main__":  # Ctrl-C while the slow imports below load: one line
 
 import argparse
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -118,9 +119,12 @@ def launch(units, cfg, stores, log, poll_s=1.0):
     say = bar.write if log is print else log  # lines above a bar on a terminal; plain lines elsewhere
     finished = set()
 
-    def on_done(unit, run):
+    def on_done(unit, run, by=None):
+        """`by` handed the run back: it trained it when the run records its pid (or a SLURM job of
+        this submission did); otherwise another process saved it, and the line says so."""
         finished.add(unit)
-        say(run_line(run))
+        env = run.get("environment", {})
+        say(run_line(run, ours=by == "slurm" or (env.get("pid") == by and env.get("host") == platform.node())))
         stores[unit.cfg.out].runs.refresh()
         stores[unit.cfg.out].write_metrics()
         bar.update()
@@ -144,7 +148,7 @@ def launch(units, cfg, stores, log, poll_s=1.0):
             for u in list(pending):
                 run = saved(u)
                 if run is not None:
-                    on_done(u, run)
+                    on_done(u, run, None)  # another process trained it
                     pending.remove(u)
                 elif u.after and not stores[u.after[0]].runs.saved(*u.after[1:]) and not any(
                         (v.cfg.out, v.name, v.seed) == u.after for v in pending):

@@ -3,7 +3,8 @@ SLURM jobs through submitit. They hand out tasks: one unit each with the referen
 pack of units with --engine pack. Every launcher runs the same `runs.execute_task`, so every run
 is saved by the same code, atomically, and a rerun of the same command completes what is missing.
 
-Each launcher calls `on_done(unit, run)` as runs finish and returns the units that did not
+Each launcher calls `on_done(unit, run, by)` as runs finish (`by`: the pid of the process that handed
+the run back, or "slurm" for a job of this submission) and returns the units that did not
 finish, with the reason, as a list of (unit, reason); the reason HELD means that another
 executor (another invocation, worker or SLURM job) holds the run's lease, and the caller waits.
 """
@@ -92,7 +93,7 @@ def run_inprocess(units, on_done, device=None, threads=None, progress=False, log
                 if run is None:
                     held.append((unit, HELD))
                 else:
-                    on_done(unit, run)
+                    on_done(unit, run, os.getpid())
     return held
 
 
@@ -207,7 +208,7 @@ def run_local(units, on_done, workers, device="auto", threads=None, log=print):
                     if run is None:
                         failed.append((unit, HELD))
                     else:
-                        on_done(unit, run)
+                        on_done(unit, run, pid)
                     continue
                 for slot in slots.values():
                     if slot.process.pid == pid:
@@ -387,7 +388,7 @@ def run_slurm(units, on_done, cfg, out, is_done, held=lambda u: False, log=print
         failed += [(u, HELD) for u in wave if u not in mine and is_done(u) is None]
         for u in wave:
             if u not in mine and is_done(u) is not None:
-                on_done(u, is_done(u))
+                on_done(u, is_done(u), None)  # saved before this submission: by whoever saved it
         if not cfg.wait:
             return [(u, "submitted; --no-wait") for u in wave] + \
                 [(u, "waits for the first wave") for w in waves(units)[1:] for u in w if w is not wave]
@@ -413,7 +414,7 @@ def _wait(wave, known, on_done, is_done, held, folder, progress):
             for u in list(left):
                 run, job = is_done(u), known[unit_id(u)]
                 if run is not None:
-                    on_done(u, run)
+                    on_done(u, run, "slurm")
                 elif job in queued or _ended_state(job) in ("RUNNING", "PENDING", "REQUEUED", "COMPLETING"):
                     gone_since.pop(job, None)
                     continue

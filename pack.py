@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from schedules import RunShape, measures_of
+from schedules import measures_of
 from training_loop import Member, MemoryPeaks, precision_context, run_members, unit_flops
 
 ENGINE = "pack/1"
@@ -367,13 +367,8 @@ def fit_pack(models, train_loaders, test_loader, specs, *, device, val_loader=No
     loader (its own shuffling generator), spec and, where given, snapshot to resume from; return
     [training_loop.Fitted] per member. on_epoch_end(i, snapshot) as in run_members; on_finish(i, fitted)."""
     device = torch.device(device)
-    first = models[0]
-    units = first.units()
-    per_epoch = len(train_loaders[0])
-    sizes = [sum(p.numel() for p in m.parameters()) for m in units]
-    per_sample = unit_flops(first, train_loaders[0]).train
-    members = [Member(s, RunShape(len(units), first.halves(), per_epoch, s.total_steps or s.settings.epochs * per_epoch,
-                                  s.seed), sizes, per_sample, (resumes or [None] * len(models))[i])
+    per_sample = unit_flops(models[0], train_loaders[0]).train
+    members = [Member.of(models[0], train_loaders[0], s, per_sample, (resumes or [None] * len(models))[i])
                for i, s in enumerate(specs)]
     stepper = PackStep(models, specs, train_loaders, device, generators, rng)
     for i, snap in enumerate(resumes or []):

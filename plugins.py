@@ -1,4 +1,4 @@
-"""Plugins, and where a class's code comes from.
+"""Plugins, where a class's code comes from, and the near-miss hint of one-line errors.
 
 A plugin is a Python file or an importable module that registers strategies (strategies.register)
 or workloads (workloads.register_workload) when it is imported. `import_plugin` imports it once per
@@ -9,6 +9,7 @@ alone would miss a helper function it calls).
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -21,6 +22,15 @@ from pathlib import Path
 BUILTIN_MODULES = ("schedules", "strategies", "workloads")
 PLUGIN_MODULES: dict[str, str] = {}  # plugin as given -> the module name it was imported as
 REGISTERED: list = []                # (kind, name, module of its class) of every registration, in order
+
+
+def did_you_mean(word, options):
+    """' (did you mean X or Y?)' for near misses of `word` among `options`, else '': the hint every
+    one-line error of a name gives (strategies, knobs, workloads, measures, settings, grid keys)."""
+    options = [str(o) for o in options]
+    close = difflib.get_close_matches(str(word), options, n=2, cutoff=0.7) or \
+        difflib.get_close_matches(str(word), options, n=1, cutoff=0.5)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 class PluginError(ValueError):

@@ -349,9 +349,11 @@ def _run_record(unit, fitted, run_stamp, test_loader, device, **extra):
                             if device.type == "cuda" else None, **extra}}
 
 
-def run_line(run):
-    """The one line a launcher prints for a finished run."""
-    h = run["history"]
+def run_line(run, ours=True):
+    """The one line printed for a finished run: its training time when this invocation trained it,
+    else who saved it (another invocation, worker or machine on a shared folder)."""
+    h, env = run["history"], run.get("environment", {})
     tag = "  DIVERGED (loss not finite), stopped early" if any(h["diverged"]) else ""
-    return (f"{run['strategy']:<26} seed {run['seed']}  final acc {h['test_acc'][-1]:6.2f}%  "
-            f"{sum(h['epoch_time_s']):7.1f} s training{tag}")
+    done = (f"{sum(h['epoch_time_s']):7.1f} s training" if ours else
+            f"saved by pid {env.get('pid', '?')} on host {env.get('host', '?')}")
+    return f"{run['strategy']:<26} seed {run['seed']}  final acc {h['test_acc'][-1]:6.2f}%  {done}{tag}"

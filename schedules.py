@@ -32,13 +32,13 @@ resumed run computes what an uninterrupted one does.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models import FIRST, SECOND  # the halves
+from plugins import did_you_mean
 
 BOTH = (FIRST, SECOND)
 
@@ -73,9 +73,8 @@ def measures_of(schedule, who=None):
     out = {}
     for name in schedule.observes:
         if name not in MEASURES:
-            close = difflib.get_close_matches(name, list(MEASURES), n=2, cutoff=0.5)
             raise MeasureError(f"{who or type(schedule).__name__} observes {name!r}, which is not a measure"
-                               + (f" (did you mean {' or '.join(close)}?)" if close else "")
+                               + did_you_mean(name, MEASURES)
                                + f"; measures: {', '.join(MEASURES)} (register one with schedules.measure)")
         out[name] = MEASURES[name]
     return out

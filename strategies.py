@@ -22,14 +22,13 @@ a run records, and a stored run whose spec differs from what would run now is ne
 """
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 import schedules as S
 from models import FIRST, SECOND
-from plugins import code_origin, import_plugin, note_registration, record
+from plugins import code_origin, did_you_mean, import_plugin, note_registration, record
 from schedules import Schedule
 
 
@@ -218,7 +217,7 @@ class StrategyName:
             if not sep:
                 raise StrategyError(f"{text}: {part.strip()!r} is not KNOB=VALUE")
             if key not in knobs:
-                raise StrategyError(f"{text}: {base} has no knob {key!r}{_did_you_mean(key, knobs)}; "
+                raise StrategyError(f"{text}: {base} has no knob {key!r}{did_you_mean(key, knobs)}; "
                                     + (f"its knobs: {', '.join(knobs)}" if knobs else "it has no knobs"))
             given[key] = _parse_value(value, knobs[key][0], f"{text}: {key}")
         try:
@@ -282,15 +281,8 @@ def lookup(name):
     """The registered Strategy `name`, or a one-line error with the closest names."""
     if name in STRATEGIES:
         return STRATEGIES[name]
-    raise StrategyError(f"unknown strategy {name!r}{_did_you_mean(name, STRATEGIES)}; see "
+    raise StrategyError(f"unknown strategy {name!r}{did_you_mean(name, STRATEGIES)}; see "
                         f"--list-strategies (a strategy of your own: --plugin FILE.py)")
-
-
-def _did_you_mean(word, options):
-    options = list(options)
-    close = difflib.get_close_matches(word, options, n=2, cutoff=0.7) or \
-        difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def expand(spec):

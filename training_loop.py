@@ -345,6 +345,16 @@ class Member:
         self.live, self.lost = True, False
         self.new_epoch()
 
+    @classmethod
+    def of(cls, model, loader, spec, flops_per_sample, resume=None):
+        """The member of a run of `spec` training `model` (its units, halves and parameter counts)
+        on `loader` (its steps per epoch; None for an iterable without a length)."""
+        units = model.units()
+        per_epoch = len(loader) if hasattr(loader, "__len__") else None
+        run = RunShape(len(units), model.halves(), per_epoch,
+                       spec.total_steps or (per_epoch and spec.settings.epochs * per_epoch), spec.seed)
+        return cls(spec, run, [sum(p.numel() for p in m.parameters()) for m in units], flops_per_sample, resume)
+
     @property
     def epochs_done(self):
         return len(self.history["epoch"])
@@ -747,13 +757,9 @@ def fit(model, train_loader, test_loader, spec, *, device=None, val_loader=None,
     hands it to on_finish(fitted) too once the run ends (unless on_epoch_end stopped it: False)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).train()
-    units = model.units()
-    per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None  # None: any iterable
-    run = RunShape(len(units), model.halves(), per_epoch,
-                   spec.total_steps or (per_epoch and spec.settings.epochs * per_epoch), spec.seed)
     stepper = ModuleStep(model, spec, train_loader, device)
     flops = unit_flops(model, train_loader) if hasattr(train_loader, "example") else _FlopsAtFirstBatch(model, stepper)
-    member = Member(spec, run, [sum(p.numel() for p in m.parameters()) for m in units], flops.train, resume)
+    member = Member.of(model, train_loader, spec, flops.train, resume)
     if resume is not None:
         stepper.restore(resume)
     callback = None if on_epoch_end is None else (lambda i, snapshot: on_epoch_end(snapshot))

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from models import CharTransformer, FreezableMLP, ResNet
-from plugins import code_origin, note_registration
+from plugins import code_origin, did_you_mean, note_registration
 
 DATA_KINDS = ("images", "text")
 
@@ -103,10 +103,7 @@ def register_workload(name, workload=None, *, description=""):
 def lookup(name):
     if name in WORKLOADS:
         return WORKLOADS[name]
-    import difflib
-    close = difflib.get_close_matches(name, list(WORKLOADS), n=2, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-    raise WorkloadError(f"unknown workload {name!r}{hint}; see --list-workloads (a network of your own: "
+    raise WorkloadError(f"unknown workload {name!r}{did_you_mean(name, WORKLOADS)}; see --list-workloads (a network of your own: "
                         f"--plugin FILE.py)")
 
 

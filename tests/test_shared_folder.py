@@ -355,6 +355,13 @@ def _stress(tmp_path, rounds):
             assert "failed" not in text + err, f"round {r}: {text[-2000:]}"
         runs = [json.loads(f.read_text()) for f in (out / "runs").glob("*.json")]
         assert len(runs) == 60 == len({(x["strategy"], x["seed"]) for x in runs})
+        # only the invocation whose executor trained a run prints its training time; the other, if it
+        # reports that run at all, says who saved it
+        lines = [line for text, _ in results for line in text.splitlines() if " final acc " in line and " seed " in line]
+        trained = [line for line in lines if line.endswith(" s training")]
+        assert len(trained) == 60 == len({line.split("final acc")[0].split() [0] + line.split("seed")[1].split()[0]
+                                          for line in trained})
+        assert all("saved by pid " in line for line in lines if line not in trained)
         assert _leftovers(out) == [] and not list(out.rglob("*.pt")), _leftovers(out)
 
 
