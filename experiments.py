@@ -34,7 +34,6 @@ from config import (DEFAULT_KEY, RETIRED, SETTINGS, VERSION, Config, ConfigError
 from data import DataError
 from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
                        unit_id)
-from plots import plot_accuracy_flops, plot_comparison, plot_sweep
 from results import ResultsError, SweepDir, warn
 from runs import Unit, build_model, data_facts, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
@@ -217,6 +216,7 @@ def summarise_cell(cfg, store, label, title_extra=""):
     title = (f"Freezing schedules vs standard training: {label}, {model}, {cfg.epochs} epochs, "
              f"batch {cfg.batch_size}, {cfg.optimizer.capitalize()} lr {cfg.lr:g}"
              + ("" if cfg.precision == "fp32" else f", {cfg.precision}") + title_extra)
+    from plots import plot_comparison  # matplotlib loads only where a figure is drawn, not in workers
     store.save_figure(plot_comparison(runs, summary, title=title))
     return runs, summary
 
@@ -406,6 +406,7 @@ def run_sweep(cfg: Config, log=print):
     shared = ", ".join(v for k, v in (("epochs", _plural(run_cfg.epochs, "epoch")),
                                       ("seeds", _plural(len(seed_list(run_cfg.seeds)), "seed")),
                                       ("precision", cfg.precision)) if k not in keys)
+    from plots import plot_accuracy_flops, plot_sweep
     sweep.save_figure(plot_sweep(summary, title=f"{data.label}: freezing schedules vs standard ({shared})"))
     if fresh is not None:
         sweep.save_figure(plot_accuracy_flops(summary, done, title=f"{data.label}: confirmed on fresh seeds"),

@@ -17,7 +17,7 @@ backward at all; a frozen unit with a trainable unit below it pays only its inpu
 The counter counts matrix products, convolutions and attention (elementwise work, normalisation
 and the optimizer are not counted); causal attention is counted in full, as PyTorch's formula
 does. For the MLP this equals `FreezableMLP.unit_train_flops`, the analytic count
-(tests/test_flops.py).
+(tests/test_workloads.py).
 """
 from __future__ import annotations
 

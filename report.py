@@ -188,6 +188,7 @@ def main(argv=None):
                        "-" if r.get("p_holm") is None else f"{r['p_holm']:.2g}"] for r in rows]))
     for n in notes:
         print(n)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     plot_forest(rows, a.out, title="Paired differences in test accuracy (points, 95% t-intervals)")
     print(f"wrote {a.out}")
     out = Path(a.out).parent

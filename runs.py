@@ -8,15 +8,17 @@ checkpoint made by other code is never reused (`judge`).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 import workloads
 from config import DEFAULT_KEY, Config
@@ -132,7 +134,9 @@ def judge_for(engine="single", workload="mlp"):
     return judge
 
 
-judge = judge_for("single")
+def judge_for_folder(settings):
+    """The judge of a folder's own runs: its settings name the engine and workload that made them."""
+    return judge_for(settings.get("engine", "single"), settings.get("workload", "mlp"))
 
 
 def open_cell(cfg, overwrite=False):
@@ -141,13 +145,21 @@ def open_cell(cfg, overwrite=False):
                       judge=judge_for(cfg.engine, cfg.workload))
 
 
+def torchvision_version():
+    """torchvision.__version__ (local label included) read from its version.py, without the second
+    of importing torchvision that every process would otherwise pay for one string."""
+    spec = importlib.util.find_spec("torchvision")
+    text = Path(spec.origin).with_name("version.py").read_text()
+    return re.search(r"__version__ = '([^']+)'", text).group(1)
+
+
 def environment(device):
     """What ran: library versions, the code (git commit, dirty flag), the command line, the CPU,
     the GPU when one is used, and the thread count."""
     dev = torch.device(device)
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     return {"versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "torchvision": torchvision.__version__, "numpy": np.__version__},
+                         "torchvision": torchvision_version(), "numpy": np.__version__},
             "code": code_version(), "command": " ".join(sys.argv), "host": platform.node(),
             "device": str(dev), "device_name": gpu or cpu_model(), "cpu": cpu_model(), "gpu": gpu,
             "threads": torch.get_num_threads()}

@@ -10,7 +10,17 @@ import math
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
-from scipy import stats as sps
+
+
+class _LazyScipyStats:
+    """scipy.stats, imported on first use: it costs every worker process 0.6 s to load."""
+
+    def __getattr__(self, name):
+        from scipy import stats
+        return getattr(stats, name)
+
+
+sps = _LazyScipyStats()
 
 
 class Record:

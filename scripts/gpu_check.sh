@@ -18,6 +18,9 @@
 # 4. 2 local workers against 1 on the pack engine: equal run for run (non-timing columns)  cap 2 x 40 s
 # 5. the Fashion-MNIST 15-epoch protocol (RESULTS.md, 302 runs) on the pack engine, its tables
 #    beside the committed CPU ones (target <= 10 minutes; capped here at 190 s: how far it gets)
+# 6. the cnn and gpt workloads on the GPU: benchmark.py --workloads cnn,gpt (seconds per epoch,
+#    standard and with a frozen prefix, GFLOP/s of the measured FLOPs, peak memory), then one short
+#    run of each through the CLI with --device cuda (peak memory from max_memory_allocated)  cap 90 s
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
@@ -93,5 +96,16 @@ if ls data/FashionMNIST/raw/*-ubyte.gz > /dev/null 2>&1; then
 else
   echo "data/FashionMNIST/raw missing: the protocol step not run" >> "$OUT/summary.txt"
 fi
+
+# 6. the other workloads
+timeout 60 "$PY" benchmark.py --device cuda --workloads cnn,gpt --repeats 1 --precisions fp32,bf16 --skip-reference \
+    --json "$OUT/benchmark_workloads_cuda.json" > "$OUT/benchmark_workloads.txt" 2>&1
+step "benchmark --device cuda --workloads cnn,gpt" $?
+for w in cnn gpt; do
+  data=(--dataset synthetic --train-size 4096 --test-size 1024); [ $w = gpt ] && data=(--dataset text --data-dir README.md --train-size 512)
+  timeout 15 "$PY" experiments.py --workload $w "${data[@]}" --epochs 2 --seeds 1 --strategies standard,layer-freezing \
+      --device cuda --no-progress --out "$WORK/$w" > "$OUT/$w.txt" 2>&1
+  step "$w: 2 epochs through the CLI on cuda" $?
+done
 echo "total: $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
 cat "$OUT/summary.txt"

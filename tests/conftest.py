@@ -107,15 +107,40 @@ def _deterministic():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The cluster, with its queue empty when a test starts and when it ends: a job that one test
+    left running or held for requeue would otherwise take the node's cores from the next test's jobs
+    (a job that never started once failed "the job made no checkpoint in time")."""
+    conf, ours = slurm_cluster
+    if ours:  # never cancel jobs on a cluster that SLURM_CONF points at
+        _empty_the_queue()
+    yield conf
+    if ours:
+        _empty_the_queue()
+
+
+def _empty_the_queue(timeout=120):
+    """Cancel every job on the test cluster and wait until none is listed."""
+    import subprocess
+    import time
+    subprocess.run(["scancel", "--full", "--user", "root"], capture_output=True)
+    t0 = time.time()
+    while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
+        if time.time() - t0 > timeout:
+            pytest.fail("the test cluster's queue did not empty after scancel")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def slurm_cluster(tmp_path_factory):
     """A real single-node SLURM cluster (tests/slurm_cluster.sh), or the one SLURM_CONF points at.
     Skipped where SLURM is not installed, unless REQUIRE_SLURM=1 (CI sets it: never a silent skip)."""
     import os
     import shutil
     import subprocess
     if os.environ.get("SLURM_CONF") and subprocess.run(["sinfo"], capture_output=True).returncode == 0:
-        yield os.environ["SLURM_CONF"]
+        yield os.environ["SLURM_CONF"], False
         return
     if not shutil.which("slurmctld") or os.geteuid() != 0:
         if os.environ.get("REQUIRE_SLURM") == "1":
@@ -128,7 +153,7 @@ def slurm(tmp_path_factory):
         pytest.fail(f"could not start SLURM: {p.stderr.strip()}")
     os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
     try:
-        yield os.environ["SLURM_CONF"]
+        yield os.environ["SLURM_CONF"], True
     finally:
         subprocess.run([script, "stop", str(folder)], capture_output=True)
         del os.environ["SLURM_CONF"]

@@ -34,10 +34,11 @@ def test_the_golden_factors_would_catch_a_changed_schedule(monkeypatch):
 def test_every_committed_results_folder_reads_with_every_run_counted():
     from config import DEFAULT_KEY
     from results import ResultsDir
-    from runs import judge
+    from runs import judge_for_folder
     folders = sorted(Path(f).parent for f in glob.glob(str(ROOT / "results" / "**" / "config.json"), recursive=True))
     assert len(folders) > 20
     for folder in folders:
-        store = ResultsDir.reader(folder, DEFAULT_KEY, judge)
+        settings = json.loads((folder / "config.json").read_text())["settings"]
+        store = ResultsDir.reader(folder, DEFAULT_KEY, judge_for_folder(settings))
         files = sorted(p.stem for p in (folder / "runs").glob("*.json"))
         assert len(store.runs.all()) == len(files) > 0, folder

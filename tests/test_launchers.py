@@ -89,6 +89,13 @@ def test_slurm_sweep_equals_the_local_sweep(slurm, tmp_path):
     assert table[0] == table[1] and len(table[0]) == 6
 
 
+def _slurm_diagnosis(job, out):
+    """What SLURM says of a job, and the tail of its logs, for a failure message."""
+    state = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    logs = "".join(f.read_text()[-1500:] for f in sorted((out / "slurm").glob(f"{job}_*log.*")))
+    return f"scontrol: {state.stdout.strip() or state.stderr.strip()}\nlogs: {logs or '(none)'}"
+
+
 @pytest.mark.slow
 def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, tmp_path):
     out = tmp_path / "out"
@@ -109,7 +116,7 @@ def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, 
                 break
         except Exception:
             pass
-        assert time.time() - t0 < 180, "the job made no checkpoint in time"
+        assert time.time() - t0 < 180, "the job made no checkpoint in time: " + _slurm_diagnosis(job, out)
         time.sleep(0.05)
     subprocess.run(["scancel", job], check=True)  # SIGTERM (submitit lets it pass), SIGKILL after KillWait
     other = out / "runs" / "alternating-batch__seed0.json"
@@ -207,7 +214,7 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
         if ready and state == "RUNNING" and subprocess.run(["scancel", "--signal=USR2", job0]).returncode == 0:
             break
         assert (out / "runs" / "standard__seed0.json").exists() is False, "finished before any USR2"
-        assert time.time() - t0 < 480, "the job never ran with a checkpoint"
+        assert time.time() - t0 < 480, "the job never ran with a checkpoint: " + _slurm_diagnosis(job0, out)
         time.sleep(0.5)
     # the uninterrupted runs, made while SLURM holds the requeued jobs back (it delays each requeue)
     local = subprocess.Popen(base + ["--workers", "2", "--out", str(tmp_path / "local")], cwd=ROOT,

@@ -373,7 +373,7 @@ def test_workers_and_another_invocation_on_one_folder_never_fail_a_run(tmp_path)
 
 @pytest.mark.slow
 def test_the_stress_test_repeated(tmp_path):
-    _stress(tmp_path, rounds=6)
+    _stress(tmp_path, rounds=3)
 
 
 def test_a_dropped_checkpoint_leaves_the_folder_another_executor_is_writing_into(tmp_path, monkeypatch):
