@@ -390,8 +390,9 @@ def workload_data(kind, device, n_images=45_000):
     from data import Dataset
     if kind == "gpt":
         g = torch.Generator().manual_seed(0)
-        tokens = lambda n: torch.randint(84, (n,), generator=g).to(device)  # noqa: E731 (84: Shakespeare's vocabulary)
-        return Dataset(tokens(600_000), None, tokens(70_000), None, [chr(32 + i) for i in range(84)], "random text",
+        # 85 symbols: the vocabulary of the Shakespeare corpus's training split
+        tokens = lambda n: torch.randint(85, (n,), generator=g).to(device)  # noqa: E731
+        return Dataset(tokens(600_000), None, tokens(70_000), None, [chr(32 + i) for i in range(85)], "random text",
                        kind="text")
     return make_synthetic(n_images, 10_000, seed=0, device=device)
 

@@ -29,10 +29,12 @@ def pytest_configure(config):
         torch.set_num_threads(share)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (pytest.ini runs 2 processes) every test on the real SLURM cluster goes to
     one process, so that one cluster serves them all, one test after another; the other process
-    meanwhile runs the rest."""
+    meanwhile runs the rest. tryfirst: xdist reads the group marks in its own hook, which otherwise
+    ran before this one, and then each process started a cluster on the same ports."""
     import pytest as _pytest
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
