@@ -20,7 +20,7 @@
 #    beside the committed CPU ones (target <= 10 minutes; capped here at 190 s: how far it gets)
 # 6. the cnn and gpt workloads on the GPU: benchmark.py --workloads cnn,gpt (seconds per epoch,
 #    standard and with a frozen prefix, GFLOP/s of the measured FLOPs, peak memory), then one short
-#    run of each through the CLI with --device cuda (peak memory from max_memory_allocated)  cap 90 s
+#    run of each through the CLI with --device cuda (peak memory from max_memory_allocated)  cap 60 + 2 x 30 s
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check}
@@ -103,7 +103,7 @@ timeout 60 "$PY" benchmark.py --device cuda --workloads cnn,gpt --repeats 1 --pr
 step "benchmark --device cuda --workloads cnn,gpt" $?
 for w in cnn gpt; do
   data=(--dataset synthetic --train-size 4096 --test-size 1024); [ $w = gpt ] && data=(--dataset text --data-dir README.md --train-size 512)
-  timeout 15 "$PY" experiments.py --workload $w "${data[@]}" --epochs 2 --seeds 1 --strategies standard,layer-freezing \
+  timeout 30 "$PY" experiments.py --workload $w "${data[@]}" --epochs 2 --seeds 1 --strategies standard,layer-freezing \
       --device cuda --no-progress --out "$WORK/$w" > "$OUT/$w.txt" 2>&1
   step "$w: 2 epochs through the CLI on cuda" $?
 done
