@@ -35,7 +35,8 @@ from data import DataError
 from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess, run_local, run_slurm,
                        unit_id)
 from results import ResultsError, SweepDir, warn
-from runs import Unit, build_model, data_facts, dataset_for, environment, open_cell, run_line  # noqa: F401
+from records import Environment
+from runs import RunRef, Unit, build_model, data_facts, dataset_for, environment, open_cell, run_line  # noqa: F401
 from stats import format_table, summarize
 from plugins import PluginError
 from strategies import STRATEGIES, RunName, StrategyError, check_portable, load_plugins
@@ -90,7 +91,7 @@ def units_of(cfg, store, refused, log=print):
         if not usable(cfg, store, name, seed, refused, log):
             continue
         if not store.runs.saved(name, seed):
-            after = (cfg.out, RunName(name.reference), seed) if name.budget else None
+            after = RunRef(cfg.out, RunName(name.reference), seed) if name.budget else None
             units.append(Unit(cfg, name, seed, after=after))
     return units
 
@@ -122,8 +123,8 @@ def launch(units, cfg, stores, log, poll_s=1.0):
         """`by` handed the run back: it trained it when the run records its pid (or a SLURM job of
         this submission did); otherwise another process saved it, and the line says so."""
         finished.add(unit)
-        env = run.get("environment", {})
-        say(run_line(run, ours=by == "slurm" or (env.get("pid") == by and env.get("host") == platform.node())))
+        env = run.environment or Environment()
+        say(run_line(run, ours=by == "slurm" or (env.pid == by and env.host == platform.node())))
         stores[unit.cfg.out].runs.refresh()
         stores[unit.cfg.out].write_metrics()
         bar.update()
@@ -149,9 +150,8 @@ def launch(units, cfg, stores, log, poll_s=1.0):
                 if run is not None:
                     on_done(u, run, None)  # another process trained it
                     pending.remove(u)
-                elif u.after and not stores[u.after[0]].runs.saved(*u.after[1:]) and not any(
-                        (v.cfg.out, v.name, v.seed) == u.after for v in pending):
-                    failed.append((u, f"its reference run {u.after[1]} seed {u.after[2]} did not finish"))
+                elif u.after and not _is_saved(stores, u.after) and not any(v.ref == u.after for v in pending):
+                    failed.append((u, f"its reference run {u.after.name} seed {u.after.seed} did not finish"))
                     pending.remove(u)
             if not cfg.wait and failed:
                 return failed + [(u, "held elsewhere; --no-wait") for u in pending]
@@ -170,9 +170,9 @@ def _ready(pending, held, stores):
     """The pending units this invocation can start now: not held elsewhere, and whose reference
     run (matched budgets) is saved or starts in the same batch."""
     first = [u for u in pending if u not in held and u.after is None]
-    starting = {(u.cfg.out, u.name, u.seed) for u in first}
+    starting = {u.ref for u in first}
     return first + [u for u in pending if u not in held and u.after is not None and
-                    (stores[u.after[0]].runs.saved(*u.after[1:]) or u.after in starting)]
+                    (_is_saved(stores, u.after) or u.after in starting)]
 
 
 def _execute(units, cfg, stores, on_done, say, held):
@@ -188,15 +188,20 @@ def _saved_run(stores):
     return lambda unit: stores[unit.cfg.out].runs.saved(unit.name, unit.seed)
 
 
+def _is_saved(stores, ref):
+    """Whether the run `ref` (a RunRef) is saved in its folder, opened by this invocation."""
+    return stores[ref.folder].runs.saved(ref.name, ref.seed) is not None
+
+
 def _ordered_runs(cfg, store):
     """Every run in the folder: the planned strategies first, then any others earlier invocations
     left there, so the summary and figure cover the whole folder."""
-    names = [str(n) for n, _ in run_plan(cfg)]
+    names = [n for n, _ in run_plan(cfg)]
     known = list(STRATEGIES)
-    others = sorted({r["strategy"] for r in store.runs.all()},
-                    key=lambda n: (known.index(n) if n in known else len(known), n))
-    order = list(dict.fromkeys(["standard", *names, *others]))
-    return sorted(store.runs.all(), key=lambda r: (order.index(r["strategy"]), r["seed"]))
+    others = sorted({r.name for r in store.runs.all()},
+                    key=lambda n: (known.index(str(n)) if str(n) in known else len(known), str(n)))
+    order = list(dict.fromkeys([RunName.parse("standard"), *names, *others]))
+    return sorted(store.runs.all(), key=lambda r: (order.index(r.name), r.seed))
 
 
 def summarise_cell(cfg, store, label, title_extra=""):
@@ -429,10 +434,10 @@ def confirmation_units(tuned, cells, seeds, matched):
         for name, e in g["strategies"].items():
             if not e.get("cell"):
                 continue
-            cell, variant = cells[cell_key(e["cell"])], RunName.parse(e["variant"])
+            cell, variant = cells[cell_key(e.cell)], e.variant
             units += [Unit(cell, variant, s) for s in seeds]
             if matched and name != "standard" and ref_cell is not None and _mean_flops(e) < ref_flops:
-                units += [Unit(ref_cell, RunName.matched("flops", variant.strategy), s, after=(cell.out, variant, s))
+                units += [Unit(ref_cell, RunName.matched("flops", variant.strategy), s, after=RunRef(cell.out, variant, s))
                           for s in seeds]
     return units
 

@@ -253,8 +253,7 @@ class SlurmRun(Checkpointable):
         cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
         torch.set_num_threads(cfg.threads or cpus or torch.get_num_threads())
         runs = execute_task(task, log=lambda msg: print(msg, flush=True))
-        return [{"held": True} if run is None else {"strategy": run["strategy"], "seed": run["seed"]}
-                for run in runs.values()]
+        return [None if run is None else f"{run.name} seed {run.seed}" for run in runs.values()]  # None: held
 
 
 def unit_id(unit):

@@ -18,8 +18,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from config import cell_key, cell_label, short_value
-from strategies import CORE, STRATEGIES, RunName, StrategyName
-from stats import final_acc, run_diverged, verdict
+from strategies import CORE, STRATEGIES, RunName
+from stats import final_acc, run_name, verdict
 
 # the named strategies in a fixed order: each gets its own colour for good
 _NAMED = list(dict.fromkeys([*CORE, "standard@flops", "standard@time", *STRATEGIES]))
@@ -33,7 +33,8 @@ _DASHES = ["--", ":", "-."]
 
 def style(name):
     """(colour, line style) of a strategy, the same in every figure. Names outside the table
-    (alternating-25, ...) get a colour and a dashed style from a hash of the name."""
+    (alternating-25, ...) get a colour and a dashed style from a hash of the name (its text, or a RunName)."""
+    name = str(name)
     if name in _NAMED:
         i = _NAMED.index(name)
         return _PALETTE[i % len(_PALETTE)], "-" if i < len(_PALETTE) else _DASHES[0]
@@ -44,16 +45,16 @@ def style(name):
 def _by_strategy(runs):
     out = {}
     for r in runs:
-        out.setdefault(r["strategy"], []).append(r)
+        out.setdefault(r.name, []).append(r)
     return out
 
 
 def _stack(runs, key, cumulative=False):
     """(max_epochs, n_runs) array, NaN-padded where a run stopped early."""
-    n = max(len(r["history"][key]) for r in runs)
+    n = max(len(r.history) for r in runs)
     a = np.full((n, len(runs)), np.nan)
     for j, r in enumerate(runs):
-        v = np.asarray(r["history"][key], dtype=float)
+        v = np.asarray(r.history.column(key), dtype=float)
         a[:len(v), j] = np.cumsum(v) if cumulative else v
     return a
 
@@ -85,8 +86,8 @@ def _mean_curve(ax, runs, xkey, scale, name):
 
 
 def _legend_label(name, runs):
-    bad = sum(run_diverged(r) for r in runs)
-    return name + (f" (diverged: {bad}/{len(runs)} seeds)" if bad else "")
+    bad = sum(r.diverged for r in runs)
+    return str(name) + (f" (diverged: {bad}/{len(runs)} seeds)" if bad else "")
 
 
 def plot_comparison(runs, summary, path=None, title=""):
@@ -97,8 +98,8 @@ def plot_comparison(runs, summary, path=None, title=""):
     axes = fig.subplots(2, 4)
     (a_trl, a_tel, a_acc, a_time), (a_wall, a_flops, a_final, a_diff) = axes
     for name in names:
-        rs = [r for r in groups[name] if len(r["history"]["epoch"])]
-        epochs = np.arange(1, max(len(r["history"]["epoch"]) for r in rs) + 1)
+        rs = [r for r in groups[name] if len(r.history)]
+        epochs = np.arange(1, max(len(r.history) for r in rs) + 1)
         _band(a_trl, epochs, _stack(rs, "train_loss"), name)
         _band(a_tel, epochs, _stack(rs, "test_loss"), name)
         _band(a_acc, epochs, _stack(rs, "test_acc"), name)
@@ -133,15 +134,15 @@ def plot_comparison(runs, summary, path=None, title=""):
 
 
 def _finals(runs):
-    return [final_acc(r) for r in runs if not run_diverged(r)]
+    return [final_acc(r) for r in runs if not r.diverged]
 
 
 def _seconds_per_epoch(ax, names, groups):
-    per_run = [[np.mean(r["history"]["epoch_time_s"]) for r in groups[n]] for n in names]
+    per_run = [[np.mean(r.history.column("epoch_time_s")) for r in groups[n]] for n in names]
     ax.bar(range(len(names)), [np.mean(v) for v in per_run],
            yerr=[np.std(v) if len(v) > 1 else 0 for v in per_run],
            color=[style(n)[0] for n in names], capsize=3)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
+    ax.set_xticks(range(len(names)), [str(n) for n in names], rotation=35, ha="right", fontsize=9)
     ax.set(title="Training time per epoch", ylabel="seconds (mean +- std over seeds)")
 
 
@@ -154,12 +155,12 @@ def _final_bars(ax, names, groups):
         if acc:
             ax.bar(i, np.mean(acc), color=style(n)[0], alpha=0.6)
             ax.plot(np.full(len(acc), i), acc, "k.", ms=5)
-        bad = sum(run_diverged(r) for r in groups[n])
+        bad = sum(r.diverged for r in groups[n])
         if bad:
             ax.text(i, lo - 1.5 * pad, f"diverged\n{bad}/{len(groups[n])}", ha="center", va="bottom",
                     color="firebrick", fontsize=9)
     ax.set_ylim(lo - 2 * pad, hi + pad)
-    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
+    ax.set_xticks(range(len(names)), [str(n) for n in names], rotation=35, ha="right", fontsize=9)
     ax.set(title="Final test accuracy (bars: mean, dots: seeds)", ylabel="accuracy (%)")
 
 
@@ -180,7 +181,7 @@ def _paired_diffs(ax, names, summary):
             err = None
         ax.errorbar(i, d["mean"], yerr=err, fmt="o", ms=7, color=style(n)[0], capsize=4)
     ax.axhline(0, color="k", lw=1)
-    ax.set_xticks(range(len(shown)), shown, rotation=35, ha="right", fontsize=9)
+    ax.set_xticks(range(len(shown)), [str(n) for n in shown], rotation=35, ha="right", fontsize=9)
     ax.set_xlim(-0.6, len(shown) - 0.4)
     ax.set(title=f"Paired difference to {ref}" + (" (95% t-interval)" if any_ci else
                                                    " (1 seed: no interval)"),
@@ -195,16 +196,16 @@ def plot_sweep(summary, path=None, title=""):
     keys, ref, alpha = summary["grid_keys"], summary["reference"], summary["alpha"]
     rows = summary["rows"]
     cells = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
-    names = [n for n in dict.fromkeys(r["strategy"] for r in rows) if n != ref]
+    names = [n for n in dict.fromkeys(r.strategy for r in rows) if n != run_name(ref)]
     diff = np.full((len(cells), len(names)), np.nan)
     text = [["" for _ in names] for _ in cells]
     ref_acc = {}
     for r in rows:
         c = cells.index(tuple(r[k] for k in keys))
-        if r["strategy"] == ref:
+        if r.strategy == run_name(ref):
             ref_acc[c] = r["test_acc_mean"]
             continue
-        j = names.index(r["strategy"])
+        j = names.index(r.strategy)
         if r["diff_vs_standard"] is None:
             text[c][j] = "diverged" if r["diverged"] else "-"
             continue
@@ -226,7 +227,7 @@ def plot_sweep(summary, path=None, title=""):
               + (f"  ({ref} {ref_acc[i]:.1f}%)" if ref_acc.get(i) is not None else "")
               for i, cell in enumerate(cells)]
     a_map.set_yticks(range(len(cells)), labels, fontsize=9)
-    a_map.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=9)
+    a_map.set_xticks(range(len(names)), [str(n) for n in names], rotation=20, ha="right", fontsize=9)
     tests = sum(r["p_value"] is not None for r in rows)
     if summary["tuned"] is not None:  # the map only chose the settings: the family is the tuned table
         note = "exploratory (tuning seeds): no p-values adjusted, nothing marked"
@@ -308,21 +309,19 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
         for name, e in g["strategies"].items():
             if not e.get("cell"):
                 continue
-            variant = e.get("variant", name)  # sweeps saved before knob variants: the strategy itself
-            runs = [r for r in by_cell[cell_key(e["cell"])]
-                    if r["strategy"] == variant and r["seed"] in seeds and not run_diverged(r)]
+            variant = e.variant
+            runs = [r for r in by_cell[cell_key(e.cell)] if r.name == variant and r.seed in seeds and not r.diverged]
             points.append(_point(ax, runs, name, metric, f"{name} ({cell_label(e['choice'])})", mean_ci, test_acc))
-            matched_name = str(RunName.matched("flops", StrategyName.parse(variant)))
-            matched = [r for r in ref_runs if r["strategy"] == matched_name
-                       and r["seed"] in seeds and not run_diverged(r)]
+            matched_name = RunName.matched("flops", variant.strategy)
+            matched = [r for r in ref_runs if r.name == matched_name and r.seed in seeds and not r.diverged]
             if matched:
                 points.append(_point(ax, matched, name, metric, f"{ref} at {name}'s FLOPs", mean_ci, test_acc,
                                      marker="s", hollow=True))
-        curve = [r for r in ref_runs if r["strategy"] == ref and r["seed"] in seeds and not run_diverged(r)]
+        curve = [r for r in ref_runs if r.name == run_name(ref) and r.seed in seeds and not r.diverged]
         if curve:
-            n = min(len(r["history"]["epoch"]) for r in curve)
-            x = np.mean([np.cumsum(r["history"]["train_flops"])[:n] for r in curve], axis=0)
-            y = np.mean([r["history"]["test_acc"][:n] for r in curve], axis=0)
+            n = min(len(r.history) for r in curve)
+            x = np.mean([np.cumsum(r.history.column("train_flops"))[:n] for r in curve], axis=0)
+            y = np.mean([r.history.column("test_acc")[:n] for r in curve], axis=0)
             ax.plot(x, y, color=style(ref)[0], lw=0.8, alpha=0.5, label=f"{ref} after each epoch (mean)")
         _zoom(ax, [p for p in points if p])
         ax.grid(alpha=0.3)
@@ -354,7 +353,7 @@ def _point(ax, runs, name, metric, label, mean_ci, test_acc, marker="o", hollow=
     y_lo, y_hi), or None without runs."""
     if not runs:
         return None
-    x = [sum(r["history"]["train_flops"]) for r in runs]
+    x = [r.history.total("train_flops") for r in runs]
     accs = [test_acc(r, metric) for r in runs]
     mx, xlo, xhi = mean_ci(x)
     my, ylo, yhi = mean_ci(accs)
@@ -371,7 +370,7 @@ def _verdict_colour(r):
     """A comparison's colour from its verdict (stats.verdict, from the Holm-adjusted tests): a raw
     interval that excludes 0 is not a verdict, so a comparison outside any declared family is grey
     whatever its interval."""
-    if r.get("p_holm") is None:
+    if r.p_holm is None:
         return "0.6"
     v = verdict(r)
     return "C3" if v.startswith(("behind", "ahead")) else "C0" if v.startswith("equivalent") else "k"
@@ -379,7 +378,7 @@ def _verdict_colour(r):
 
 def plot_forest(rows, path=None, title=""):
     """One row per paired comparison (mean and 95% interval, in points), grouped by section."""
-    sections = list(dict.fromkeys(r["section"] for r in rows))
+    sections = list(dict.fromkeys(r.section for r in rows))
     fig = Figure(figsize=(10, 1.2 + 0.32 * (len(rows) + 1.5 * len(sections))))
     ax = fig.subplots()
     y, ticks, labels = 0, [], []
@@ -387,12 +386,13 @@ def plot_forest(rows, path=None, title=""):
         ax.text(0.0, y, sec, transform=ax.get_yaxis_transform(), ha="left", va="center",
                 fontsize=9, fontweight="bold")
         y += 1
-        for r in (r for r in rows if r["section"] == sec):
-            if r["mean"] is not None:
-                err = None if r["ci95_low"] is None else [[r["mean"] - r["ci95_low"]], [r["ci95_high"] - r["mean"]]]
-                ax.errorbar(r["mean"], y, xerr=err, fmt="o", color=_verdict_colour(r), capsize=3)
+        for r in (r for r in rows if r.section == sec):
+            d = r.diff
+            if d.mean is not None:
+                err = None if d.ci95_low is None else [[d.mean - d.ci95_low], [d.ci95_high - d.mean]]
+                ax.errorbar(d.mean, y, xerr=err, fmt="o", color=_verdict_colour(d), capsize=3)
             ticks.append(y)
-            labels.append(f"{r['label']} (n={r['seeds']})")
+            labels.append(f"{r.label} (n={d.pairs})")
             y += 1
         y += 0.5
     ax.axvline(0, color="k", lw=1)
@@ -415,18 +415,18 @@ def plot_gaps(rows, path=None, xlabel="", title="", margin=None, log_x=False):
     overlap, with the equivalence band +-margin shaded."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    names = list(dict.fromkeys(r["strategy"] for r in rows))
-    xs = sorted({r["x"] for r in rows})
+    names = list(dict.fromkeys(r.strategy for r in rows))
+    xs = sorted({r.x for r in rows})
     for i, name in enumerate(names):
-        mine = sorted((r for r in rows if r["strategy"] == name and r["mean"] is not None), key=lambda r: r["x"])
+        mine = sorted(((r.x, r.diff) for r in rows if r.strategy == name and r.diff.mean is not None), key=lambda t: t[0])
         if not mine:
             continue
         shift = (i - (len(names) - 1) / 2) * 0.04  # in decades when log_x, else in units of x
-        x = [r["x"] * 10 ** shift if log_x else r["x"] + shift * (max(xs) - min(xs) or 1) for r in mine]
-        low = [r["mean"] - (r["ci95_low"] if r["ci95_low"] is not None else r["mean"]) for r in mine]
-        high = [(r["ci95_high"] if r["ci95_high"] is not None else r["mean"]) - r["mean"] for r in mine]
-        color, ls = style(name.split("[")[0])
-        ax.errorbar(x, [r["mean"] for r in mine], yerr=[low, high], color=color, ls=ls, marker="o",
+        x = [at * 10 ** shift if log_x else at + shift * (max(xs) - min(xs) or 1) for at, _ in mine]
+        low = [d.mean - (d.ci95_low if d.ci95_low is not None else d.mean) for _, d in mine]
+        high = [(d.ci95_high if d.ci95_high is not None else d.mean) - d.mean for _, d in mine]
+        color, ls = style(name)
+        ax.errorbar(x, [d.mean for _, d in mine], yerr=[low, high], color=color, ls=ls, marker="o",
                     capsize=3, lw=1.4, label=name)
     ax.axhline(0, color="k", lw=1)
     if margin:

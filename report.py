@@ -9,12 +9,12 @@ or unfinished is named and left out, never filled in.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from plots import plot_forest, plot_gaps
-from strategies import RunName
-from stats import adjusted, compare, difference_of_gaps, family, format_diff, load_runs, text_table, verdict
+from results import load_runs, read_sweep_summary
+from stats import Gap, Interaction, Labelled, adjusted, compare, difference_of_gaps, family, format_diff, text_table, verdict
+from sweep import SweepSummary
 
 DEPTH_2 = "protocol-knobs-fashion-mnist"  # the depth-2, 15-epoch protocol with every method's knobs
 DEPTHS = {4: "protocol-depth4-fashion-mnist", 8: "protocol-depth8-fashion-mnist"}  # the depth-2 knob choices
@@ -29,22 +29,21 @@ def folder_comparisons(folder, pairs, section, declared=False, margin=0.25):
     runs = load_runs(folder)
     ab = [(a, b) for a, b, _ in pairs]
     rows = family(runs, ab, margin) if declared else [compare(runs, a, runs, b, margin) for a, b in ab]
-    return [{"section": section, "label": label, "seeds": row.diff.pairs, **row.diff.to_json()}
-            for (_, _, label), row in zip(pairs, rows)]
+    return [Labelled(section, label, row.diff) for (_, _, label), row in zip(pairs, rows)]
 
 
 def sweep_summary(folder):
-    """(sweep_summary.json, None), or (None, why there is none: not run yet, or not finished)."""
-    path = Path(folder, "sweep_summary.json")
-    if not path.exists():
+    """(its SweepSummary, None), or (None, why there is none: not run yet, or not finished)."""
+    blob = read_sweep_summary(folder)
+    if blob is None:
         return None, f"{folder}: " + ("not finished (rerun its command)" if Path(folder).exists() else "not run yet")
-    return json.loads(path.read_text()), None
+    return SweepSummary.of_json(blob), None
 
 
 def confirmed_summary(folder):
-    """(sweep_summary.json, None) of a sweep confirmed on fresh seeds, or (None, why not)."""
+    """(the SweepSummary of a sweep confirmed on fresh seeds, None), or (None, why not)."""
     s, note = sweep_summary(folder)
-    if s is not None and (not s.get("confirm_seeds") or not s.get("complete", True)):
+    if s is not None and (not s.confirm_seeds or s.complete is False):
         return None, f"{folder}: not confirmed on fresh seeds yet (rerun its command)"
     return s, note
 
@@ -56,14 +55,12 @@ def protocol_comparisons(folder, section):
     if s is None:
         return [], note
     rows = []
-    for g in s["tuned"]:
-        for name, e in g["strategies"].items():
-            for key, what in (("diff_vs_standard", "vs tuned standard"),
-                              ("diff_vs_matched", "vs standard at its FLOPs")):
-                if e.get(key):
-                    rows.append({"section": section, "label": f"{name} {what}",
-                                 "seeds": e[key]["pairs"], **e[key]})
-    note = f"{folder}: family of {s['family']['size']} ({s['family']['name']}), seeds {s['confirm_seeds']}"
+    for g in s.tuned:
+        for name, e in g.strategies.items():
+            for d, what in ((e.diff_vs_standard, "vs tuned standard"), (e.diff_vs_matched, "vs standard at its FLOPs")):
+                if d:
+                    rows.append(Labelled(section, f"{name} {what}", d))
+    note = f"{folder}: family of {s.family.size} ({s.family.name}), seeds {s.confirm_seeds}"
     return rows, note
 
 
@@ -73,9 +70,8 @@ def tuned_gaps(folder, x_of):
     s, note = confirmed_summary(folder)
     if s is None:
         return [], note
-    rows = [{"strategy": name, "x": x_of(g["group"]), "seeds": e["diff_vs_standard"]["pairs"],
-             "family": f"{Path(folder).name} ({s['family']['size']})", **e["diff_vs_standard"]}
-            for g in s["tuned"] for name, e in g["strategies"].items() if e.get("diff_vs_standard")]
+    rows = [Gap(name, x_of(g.group), f"{Path(folder).name} ({s.family.size})", e.diff_vs_standard)
+            for g in s.tuned for name, e in g.strategies.items() if e.diff_vs_standard]
     return rows, None
 
 
@@ -87,8 +83,8 @@ def depth_gaps(root="results"):
         r, note = tuned_gaps(Path(root, folder), lambda g, depth=depth: depth)
         rows += r
         notes += [note] if note else []
-    keep = {r["strategy"] for r in rows if r["x"] != 2}  # the strategies the depth protocol runs
-    return [r for r in rows if r["strategy"] in keep], notes
+    keep = {r.strategy for r in rows if r.x != 2}  # the strategies the depth protocol runs
+    return [r for r in rows if r.strategy in keep], notes
 
 
 def budget_gaps(root="results", margin=0.25):
@@ -96,32 +92,31 @@ def budget_gaps(root="results", margin=0.25):
     100 from the budget sweep, one family of four comparisons (Holm, and TOST at +-margin)
     declared before those runs: alternating-epoch and layer-freezing against standard at each."""
     rows, note = tuned_gaps(Path(root, DEPTH_2), lambda g: 15)
-    rows = [r for r in rows if r["strategy"] in BUDGET_STRATEGIES]
+    rows = [r for r in rows if r.strategy in BUDGET_STRATEGIES]
     notes = [note] if note else []
     folder = Path(root, BUDGET)
     s, note = sweep_summary(folder)
-    if s is None or not s.get("complete", True):
+    if s is None or s.complete is False:
         return rows, notes + [note or f"{folder}: not finished (rerun its command)"]
     family = []
     for epochs in (40, 100):
         runs = load_runs(folder / f"epochs={epochs}")
-        name = {RunName.parse(r["strategy"]).family: r["strategy"] for r in runs}  # each one's knob variant
+        name = {r.name.family: r.name for r in runs}  # each one's knob variant
         for n in BUDGET_STRATEGIES[1:]:
             family.append((epochs, n, compare(runs, name[n], runs, name["standard"], margin)))
     fixed = adjusted([row for _, _, row in family])
     for (epochs, n, _), row in zip(family, fixed):
-        rows.append({"strategy": n, "x": epochs, "seeds": row.diff.pairs,
-                     "family": f"{BUDGET} (4)", **row.diff.to_json()})
+        rows.append(Gap(n, epochs, f"{BUDGET} (4)", row.diff))
     return rows, notes
 
 
 def format_gaps(rows, what):
     return text_table([what, "strategy", "seeds", "difference vs standard [95% CI]", "p (Holm)",
                        "TOST p (Holm)", "verdict", "family (size)"],
-                      [[f"{r['x']:g}", r["strategy"], r["seeds"], format_diff(r),
-                        "-" if r.get("p_holm") is None else f"{r['p_holm']:.2g}",
-                        "-" if r.get("p_tost_holm") is None else f"{r['p_tost_holm']:.2g}",
-                        verdict(r), r["family"]] for r in sorted(rows, key=lambda r: (r["x"], r["strategy"]))])
+                      [[f"{r.x:g}", r.strategy, r.diff.pairs, format_diff(r.diff),
+                        "-" if r.diff.p_holm is None else f"{r.diff.p_holm:.2g}",
+                        "-" if r.diff.p_tost_holm is None else f"{r.diff.p_tost_holm:.2g}",
+                        verdict(r.diff), r.family] for r in sorted(rows, key=lambda r: (r.x, r.strategy))])
 
 
 def interactions(rows):
@@ -129,20 +124,20 @@ def interactions(rows):
     depth 2, ...): the difference of two paired gaps with Welch's interval, the only test of a trend
     (each gap comes from its own runs and family)."""
     out = []
-    for name in dict.fromkeys(r["strategy"] for r in rows):
-        mine = sorted((r for r in rows if r["strategy"] == name), key=lambda r: r["x"])
+    for name in dict.fromkeys(r.strategy for r in rows):
+        mine = sorted((r for r in rows if r.strategy == name), key=lambda r: r.x)
         for a, b in zip(mine, mine[1:]):
-            d = difference_of_gaps(a, b)
+            d = difference_of_gaps(a.diff, b.diff)
             if d is not None:
-                out.append({"strategy": name, "from": a["x"], "to": b["x"], **d.to_json()})
+                out.append(Interaction(name, a.x, b.x, d))
     return out
 
 
 def format_interactions(rows, what):
     return text_table([f"{what}", "strategy", "gap there minus gap before [95% CI]", "p (Welch)", "reads"],
-                      [[f"{r['from']:g} -> {r['to']:g}", r["strategy"], format_diff(r),
-                        "-" if r["p_value"] is None else f"{r['p_value']:.2g}",
-                        "changes" if r["ci95_low"] > 0 or r["ci95_high"] < 0 else "not shown to change"]
+                      [[f"{r.start:g} -> {r.end:g}", r.strategy, format_diff(r.diff),
+                        "-" if r.diff.p_value is None else f"{r.diff.p_value:.2g}",
+                        "changes" if r.diff.ci95_low > 0 or r.diff.ci95_high < 0 else "not shown to change"]
                        for r in rows]) + ("\nnot adjusted for multiplicity: a trend is claimed only where its "
                                           "interval excludes 0")
 
@@ -183,9 +178,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     rows, notes = collect(a.results)
     print(text_table(["comparison", "", "seeds", "difference, points [95% CI]", "p", "p (Holm, its family)"],
-                     [[r["section"], r["label"], r["seeds"], format_diff(r),
-                       "-" if r["p_value"] is None else f"{r['p_value']:.2g}",
-                       "-" if r.get("p_holm") is None else f"{r['p_holm']:.2g}"] for r in rows]))
+                     [[r.section, r.label, r.diff.pairs, format_diff(r.diff),
+                       "-" if r.diff.p_value is None else f"{r.diff.p_value:.2g}",
+                       "-" if r.diff.p_holm is None else f"{r.diff.p_holm:.2g}"] for r in rows]))
     for n in notes:
         print(n)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +198,7 @@ def main(argv=None):
         if trend:
             print(f"\nthe interaction: does the gap change with {what}?")
             print(format_interactions(trend, what))
-        if len({r["x"] for r in gaps}) > 1:  # a curve needs two settings; one is only the table above
+        if len({r.x for r in gaps}) > 1:  # a curve needs two settings; one is only the table above
             plot_gaps(gaps, out / png, xlabel=what, log_x=True, margin=a.margin,
                       title=f"Fashion-MNIST: each strategy minus standard against {what}\n({tuned}; 95% intervals)")
             print(f"wrote {out / png}")

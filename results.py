@@ -6,7 +6,8 @@ sweep's folder holds sweep.json, one such experiment folder per cell, and sweep.
 sweep_summary.json and sweep_results.png. A run in progress keeps a checkpoint in
 checkpoints/ at every epoch end, so a killed run resumes where it stopped. A folder made
 with other settings, or holding files this suite did not write, is refused rather than
-overwritten.
+overwritten. It is the one place a run becomes JSON and back: a records.Run is written by
+run_to_json and read by run_from_json (load_runs reads a whole folder, read-only).
 """
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from config import short_value
-from records import HISTORY_KEYS, LATER_KEYS
-from stats import to_json
+from records import HISTORY_KEYS, LATER_KEYS, EarlyStop, Environment, History, Made, Memory, Run, to_json
+from strategies import RunName, StrategyError
 
 MARK = "alternating-freeze-results/1"
 SWEEP_MARK = "alternating-freeze-sweep/1"
@@ -227,6 +229,72 @@ def _complete_run(run):
     assert "strategy" in run and "seed" in run
 
 
+class UnknownStrategy(Exception):
+    """A saved run whose strategy is not defined in this invocation (a plugin not loaded)."""
+
+
+def run_from_json(blob, settings=None):
+    """The Run of a run file's JSON (`settings`: its folder's, where known). A strategy that is not
+    defined here is UnknownStrategy: the run cannot be named, so it cannot be counted."""
+    try:
+        name = RunName.parse(blob["strategy"])
+    except StrategyError as e:
+        raise UnknownStrategy(f"its strategy is not defined in this invocation ({e})") from None
+    es, mem, env = blob.get("early_stopped"), blob.get("memory"), blob.get("environment")
+    return Run(name, blob["seed"], History.of_columns(blob["history"]),
+               Made(blob.get("spec"), blob.get("engine"), blob.get("workload")),
+               blob.get("settings_hash"), settings, blob.get("test_samples"),
+               None if es is None else EarlyStop(**es), blob.get("schedule_state"),
+               None if mem is None else Memory(**mem), None if env is None else Environment(**env))
+
+
+def run_to_json(run):
+    """A Run as its run file's JSON, in the order of the fields runs have always been saved in."""
+    blob = {"suite": MARK, "settings_hash": run.settings_hash, "strategy": str(run.name), "seed": run.seed,
+            "history": run.history.columns(), "test_samples": run.test_samples,
+            "early_stopped": None if run.early_stopped is None else vars(run.early_stopped),
+            **{k: v for k, v in vars(run.made).items() if v is not None}}
+    if run.schedule_state is not None:
+        blob["schedule_state"] = run.schedule_state
+    if run.memory is not None:
+        blob["memory"] = {k: v for k, v in vars(run.memory).items() if v is not None}
+    if run.environment is not None:
+        blob["environment"] = {k: v for k, v in vars(run.environment).items()
+                               if v is not None or k not in ("pack_size",)}
+    return json.dumps(blob) + "\n"
+
+
+def folder_config(folder):
+    """A results folder's config.json as a dict ({} where it is missing or unreadable)."""
+    try:
+        return json.loads(Path(folder, "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_sweep_summary(folder):
+    """A sweep folder's sweep_summary.json as plain values (sweep.SweepSummary.of_json types them),
+    or None where it is not written yet."""
+    path = Path(folder, "sweep_summary.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_runs(folder, config=None):
+    """Every saved run of a results folder (its runs/*.json) as Runs, in file order, read-only;
+    runs saved before they recorded their number of test images get it from config.json. A run
+    whose strategy is not defined here is left out, said in one line."""
+    config = folder_config(folder) if config is None else config
+    runs = []
+    for f in sorted(Path(folder, "runs").glob("*.json")):
+        try:
+            run = run_from_json(_read_run(f), config.get("settings"))
+        except UnknownStrategy as e:
+            _warn_once(f, "unknown", f"{f} is left out: {e}")
+            continue
+        runs.append(run if run.test_samples is not None else replace(run, test_samples=config.get("test_samples")))
+    return runs
+
+
 def _has_settings(config):
     assert isinstance(config["settings"], dict)
 
@@ -377,58 +445,65 @@ class RunFiles:
         for f in sorted(self.dir.glob("*.json")):
             run = self._own(f, _read_run(f))
             if run is not None:
-                cache[run["strategy"], run["seed"]] = run
+                cache[run.key] = run
         self.cache = cache
         return self
 
     def all(self):
         return list(self.cache.values())
 
-    def saved(self, strategy, seed):
-        """The run of `strategy` (its name's text) and seed if it is saved by now, reading its
-        own file when it is not known yet; None if there is none that counts."""
-        strategy = str(strategy)
-        f = self.file(strategy, seed)
-        if (strategy, seed) not in self.cache and f.exists():
+    def saved(self, name, seed):
+        """The Run of `name` (a RunName) and seed if it is saved by now, reading its own file when
+        it is not known yet; None if there is none that counts."""
+        f = self.file(name, seed)
+        if (name, seed) not in self.cache and f.exists():
             run = self._own(f, _read_run(f))
             if run is not None:
-                self.cache[strategy, seed] = run
-        return self.cache.get((strategy, seed))
+                self.cache[name, seed] = run
+        return self.cache.get((name, seed))
 
-    def stale(self, strategy, seed):
-        """Why the saved run of `strategy` and seed cannot be reused although its settings are the
+    def stale(self, name, seed):
+        """Why the saved run of `name` and seed cannot be reused although its settings are the
         folder's (its spec differs from what would run now), or None."""
-        f = self.file(str(strategy), seed)
+        f = self.file(name, seed)
         if not f.exists() or self.judge is None:
             return None
-        run = _read_run(f)
-        if run.get("settings_hash", self.settings.hash) != self.settings.hash:
+        blob = _read_run(f)
+        if blob.get("settings_hash", self.settings.hash) != self.settings.hash:
             return None
-        return self.judge(run)
+        try:
+            run = run_from_json(blob)
+        except UnknownStrategy as e:
+            return str(e)
+        return self.judge(run.name, run.made)
 
-    def _own(self, path, run):
-        """`run` if it was made under this folder's settings and by the code that would run it now
-        (runs saved before runs carried a hash are the folder's: config.json vouches for them);
-        else None, said once."""
-        h = run.get("settings_hash")
+    def _own(self, path, blob):
+        """The Run of `blob` if it was made under this folder's settings and by the code that would
+        run it now (runs saved before runs carried a hash are the folder's: config.json vouches
+        for them); else None, said once."""
+        h = blob.get("settings_hash")
         if h is not None and h != self.settings.hash:
             _warn_once(path, h, f"{path} was made with other settings (hash {h}, this folder's is "
                                 f"{self.settings.hash}); it is not counted, and its run is trained again")
             return None
-        why = self.judge(run) if self.judge is not None else None
+        try:
+            run = run_from_json(blob, self.settings.settings)
+            why = self.judge(run.name, run.made) if self.judge is not None else None
+        except UnknownStrategy as e:
+            why = str(e)
         if why is not None:
             self.excluded[str(path)] = why  # said by whoever reports on the folder (or refuses it)
             return None
-        if "test_samples" not in run and "test_samples" in self.settings.previous:  # runs before it was stored
-            run["test_samples"] = self.settings.previous["test_samples"]
+        if run.test_samples is None and "test_samples" in self.settings.previous:  # runs before it was stored
+            run = replace(run, test_samples=self.settings.previous["test_samples"])
         return run
 
     def save(self, run):
-        """Persist one finished run, stamped with the settings hash."""
-        run = {"suite": MARK, "settings_hash": self.settings.hash, **run}
-        self.settings.check_still_ours(f"{run['strategy']} seed {run['seed']}")
-        atomic_write(self.file(run["strategy"], run["seed"]), json.dumps(run) + "\n")
-        self.cache[(run["strategy"], run["seed"])] = run
+        """Persist one finished Run, stamped with the settings hash."""
+        run = replace(run, settings_hash=self.settings.hash, settings=self.settings.settings)
+        self.settings.check_still_ours(f"{run.name} seed {run.seed}")
+        atomic_write(self.file(run.name, run.seed), run_to_json(run))
+        self.cache[run.key] = run
         return run
 
 
@@ -476,7 +551,7 @@ class Checkpoints:
         blob, why = self._read(path)
         if blob is None or blob.get("settings_hash", self.settings.hash) != self.settings.hash:
             return None  # load() moves it aside and the run starts over
-        return self.judge({"strategy": str(strategy), **{k: blob[k] for k in STAMP_KEYS if k in blob}})
+        return self.judge(strategy, Made(*(blob.get(k) for k in STAMP_KEYS)))
 
     def load(self, strategy, seed, log=warn):
         """The last epoch-end snapshot of an unfinished run, or None. Loaded to the CPU (the
@@ -612,8 +687,8 @@ class ResultsDir:
 
     def discard(self, strategy, seed):
         """Delete one run's file and checkpoint (a stale run: --discard-stale)."""
-        self.runs.file(str(strategy), seed).unlink(missing_ok=True)
-        self.runs.cache.pop((str(strategy), seed), None)
+        self.runs.file(strategy, seed).unlink(missing_ok=True)
+        self.runs.cache.pop((strategy, seed), None)
         self.checkpoints.drop(strategy, seed)
 
     def write_config(self, config, extra):
@@ -622,7 +697,8 @@ class ResultsDir:
     def save_run(self, run):
         """Persist one finished run, then drop its checkpoint."""
         run = self.runs.save(run)
-        self.checkpoints.drop(run["strategy"], run["seed"])
+        self.checkpoints.drop(run.name, run.seed)
+        return run
 
     def write_metrics(self):
         """metrics.csv from every saved run."""
@@ -725,11 +801,9 @@ def metrics_csv(runs):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    for run in sorted(runs, key=lambda r: (r["strategy"], r["seed"])):
-        h = run["history"]
-        for i in range(len(h["epoch"])):
-            w.writerow([run["strategy"], run["seed"],
-                        *(_cell(h[c][i]) for c in HISTORY_KEYS)])
+    for run in sorted(runs, key=lambda r: (str(r.name), r.seed)):
+        for e in run.history:
+            w.writerow([run.name, run.seed, *(_cell(getattr(e, c)) for c in HISTORY_KEYS)])
     return buf.getvalue()
 
 

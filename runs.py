@@ -23,6 +23,7 @@ import torch
 import workloads
 from config import DEFAULT_KEY, Config
 from data import TensorLoader, WindowLoader, bigram_bits_per_char, load_dataset
+from records import Environment, History, Made, Memory, Run
 from results import LeaseLost, ResultsDir
 from stats import early_stopped
 from strategies import (RunName, StrategyError, identity, legacy_spec, load_plugins, spec, spec_difference)
@@ -32,14 +33,27 @@ from training_loop import ENGINE, TrainSpec, fit, pick_device, unit_flops
 
 
 @dataclass(frozen=True)
+class RunRef:
+    """A run by where it is saved: its cell's folder, its RunName and its seed."""
+    folder: str
+    name: RunName
+    seed: int
+
+
+@dataclass(frozen=True)
 class Unit:
     """Run `name` (a RunName) from seed `seed` in the cell described by `cfg` (whose out is the
-    cell's folder). `after` = (folder, RunName, seed) names the run that must be finished first:
-    the reference of a matched-budget run, in this cell or (confirmations) in another."""
+    cell's folder). `after` names the run that must be finished first (a RunRef): the reference
+    of a matched-budget run, in this cell or (confirmations) in another."""
     cfg: Config
     name: RunName
     seed: int
-    after: tuple | None = None
+    after: RunRef | None = None
+
+    @property
+    def ref(self):
+        """This unit as a RunRef."""
+        return RunRef(self.cfg.out, self.name, self.seed)
 
     @property
     def label(self):
@@ -105,28 +119,25 @@ def stamp(name, engine="single", workload="mlp"):
 
 
 def judge_for(engine="single", workload="mlp"):
-    """judge(run): why a stored run (or a checkpoint's stamp) was made by other code than would
+    """judge(name, made): why a stored run (or a checkpoint) of `name`, made by `made` (a
+    records.Made), was made by other code than would
     run it now under `engine` and `workload`, or None. Runs saved before runs recorded a spec were
     made by built-ins at version 1, with the reference engine; before they recorded a workload,
     by the MLP at version 1."""
-    def judge(run):
-        try:
-            name = RunName.parse(run["strategy"])
-        except StrategyError as e:
-            return f"its strategy is not defined in this invocation ({e})"
+    def judge(name, made):
         try:
             now = stamp(name, engine, workload)
         except workloads.WorkloadError as e:
             return f"its workload is not defined in this invocation ({e})"
-        old = run.get("spec") or legacy_spec(name)
+        old = made.spec or legacy_spec(name)
         if old is None:
             return f"{name} was saved without a spec, so what made it is unknown"
         if identity(old) != identity(now["spec"]):
             return f"{name} was made by other code: {spec_difference(old, now['spec'])}"
-        made_by = run.get("engine", "single/1")
+        made_by = made.engine or "single/1"
         if made_by != now["engine"]:
             return f"{name} was made by engine {made_by}, this one is {now['engine']}"
-        old_w = run.get("workload") or workloads.LEGACY
+        old_w = made.workload or workloads.LEGACY
         if workloads.identity(old_w) != workloads.identity(now["workload"]):
             return (f"{name} was made by other code: its workload's code changed ({old_w['code']['where']}: "
                     f"{old_w['code']['fingerprint']} -> {now['workload']['code']['fingerprint']})")
@@ -203,13 +214,13 @@ def budget(unit, store, model, train_loader):
     cfg, name, seed = unit.cfg, unit.name, unit.seed
     if name.budget is None:
         return {}
-    folder, ref_name, ref_seed = unit.after or (cfg.out, RunName(name.reference), seed)
-    ref_store = store if str(folder) == str(cfg.out) else ResultsDir.reader(folder, DEFAULT_KEY,
-                                                                            judge_for(cfg.engine, cfg.workload))
-    ref = ref_store.runs.saved(ref_name, ref_seed)["history"]
+    after = unit.after or RunRef(cfg.out, RunName(name.reference), seed)
+    ref_store = store if str(after.folder) == str(cfg.out) else ResultsDir.reader(
+        after.folder, DEFAULT_KEY, judge_for(cfg.engine, cfg.workload))
+    ref = ref_store.runs.saved(after.name, after.seed).history
     if name.budget == "time":
-        return {"max_seconds": sum(ref["epoch_time_s"])}
-    flops = sum(ref["train_flops"])
+        return {"max_seconds": ref.total("epoch_time_s")}
+    flops = ref.total("train_flops")
     per_sample = unit_flops(model, train_loader).train(frozenset(range(len(model.units()))))
     return {"max_flops": flops, "total_steps": steps_within(flops, per_sample, train_loader.samples, cfg.batch_size)}
 
@@ -328,9 +339,9 @@ def _train_and_save(claimed, device, log, progress, out, on_run):
             out[c.unit] = None
             on_run(c.unit, None)
             return
-        extra = {"pack_size": len(claimed)} if engine == "pack" else {}
-        run = _run_record(c.unit, fitted, stamps[i], test_loader, device, **extra)
-        c.store.save_run(run)
+        run = _run_record(c.unit, fitted, stamps[i], test_loader, device,
+                          len(claimed) if engine == "pack" else None)
+        run = c.store.save_run(run)
         c.lease.release()
         out[c.unit] = run
         on_run(c.unit, run)
@@ -348,24 +359,22 @@ def _train_and_save(claimed, device, log, progress, out, on_run):
             progress=progress, desc=claimed[0].unit.label)
 
 
-def _run_record(unit, fitted, run_stamp, test_loader, device, **extra):
-    """The JSON record of a finished run, as results.py saves it."""
-    history = fitted.history
-    return {"strategy": str(unit.name), "seed": unit.seed, "history": history, "test_samples": test_loader.scored,
-            "early_stopped": early_stopped(history), **run_stamp,
-            **({"schedule_state": fitted.schedule_state} if fitted.schedule_state is not None else {}),
-            "memory": fitted.memory,
-            "environment": {"device": str(device), "threads": torch.get_num_threads(),
-                            "host": platform.node(), "pid": os.getpid(), "code": code_version(),
-                            "cpu": cpu_model(), "gpu": torch.cuda.get_device_name(device)
-                            if device.type == "cuda" else None, **extra}}
+def _run_record(unit, fitted, run_stamp, test_loader, device, pack_size=None):
+    """The Run of a finished unit, as results.py saves it."""
+    history = History.of_columns(fitted.history)
+    return Run(unit.name, unit.seed, history, Made(**run_stamp), test_samples=test_loader.scored,
+               early_stopped=early_stopped(history), schedule_state=fitted.schedule_state,
+               memory=Memory(**fitted.memory),
+               environment=Environment(str(device), torch.get_num_threads(), platform.node(), os.getpid(),
+                                       code_version(), cpu_model(), torch.cuda.get_device_name(device)
+                                       if device.type == "cuda" else None, pack_size))
 
 
 def run_line(run, ours=True):
     """The one line printed for a finished run: its training time when this invocation trained it,
     else who saved it (another invocation, worker or machine on a shared folder)."""
-    h, env = run["history"], run.get("environment", {})
-    tag = "  DIVERGED (loss not finite), stopped early" if any(h["diverged"]) else ""
-    done = (f"{sum(h['epoch_time_s']):7.1f} s training" if ours else
-            f"saved by pid {env.get('pid', '?')} on host {env.get('host', '?')}")
-    return f"{run['strategy']:<26} seed {run['seed']}  final acc {h['test_acc'][-1]:6.2f}%  {done}{tag}"
+    env = run.environment or Environment()
+    tag = "  DIVERGED (loss not finite), stopped early" if run.diverged else ""
+    done = (f"{run.history.total('epoch_time_s'):7.1f} s training" if ours else
+            f"saved by pid {env.pid or '?'} on host {env.host or '?'}")
+    return f"{str(run.name):<26} seed {run.seed}  final acc {run.final.test_acc:6.2f}%  {done}{tag}"

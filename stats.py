@@ -1,8 +1,8 @@
 """Paired multi-seed statistics: mean, spread, t-intervals on per-seed differences.
 
-A run is a dict {"strategy", "seed", "history"} where history is training_loop's
-per-epoch dict of lists. Seed s means the same initial weights and data order
-for every strategy, so differences to standard are taken per seed (paired).
+A run is a records.Run: its name (a RunName), seed and history of typed epochs. Seed s means
+the same initial weights and data order for every strategy, so differences to standard are
+taken per seed (paired).
 """
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import math
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
+
+from records import EarlyStop, Memory, Record, later, to_json  # noqa: F401 (later, to_json: re-exported)
+from results import folder_config, load_runs  # noqa: F401 (re-exported: the readers of a folder)
+from strategies import RunName, load_plugins
 
 
 class _LazyScipyStats:
@@ -21,47 +25,6 @@ class _LazyScipyStats:
 
 
 sps = _LazyScipyStats()
-
-
-class Record:
-    """A frozen summary record (a dataclass) that tables, figures and JSON read: r["mean"] and
-    r.get("mean") read it as they read the JSON it becomes (to_json), so a summary loaded from a
-    file and one just computed are read by the same code. A record is never patched: what a later
-    step adds makes a new one (dataclasses.replace)."""
-
-    def __getitem__(self, key):
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key, default=None):
-        return getattr(self, key, default)
-
-    def __contains__(self, key):
-        return getattr(self, key, None) is not None
-
-    def to_json(self):
-        """Every field; a field added later (`later()`) only where it has a value, so the summaries of
-        folders made before it existed are written byte for byte as they were."""
-        return {f.name: to_json(getattr(self, f.name)) for f in fields(self)
-                if not (f.metadata.get("later") and getattr(self, f.name) is None)}
-
-
-def later(default=None):
-    """A Record field added after summaries were first written: absent from JSON while None."""
-    return field(default=default, metadata={"later": True})
-
-
-def to_json(value):
-    """Records, and the dicts and lists that hold them, as plain JSON values."""
-    if isinstance(value, Record):
-        return value.to_json()
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -79,6 +42,33 @@ class Paired(Record):
     dropped: int = 0
     p_holm: float | None = None
     p_tost_holm: float | None = None
+
+
+@dataclass(frozen=True)
+class Labelled(Record):
+    """A paired comparison with the section and label a table or the forest plot shows it under."""
+    section: str
+    label: str
+    diff: Paired
+
+
+@dataclass(frozen=True)
+class Gap(Record):
+    """One strategy's paired difference to its reference at one setting `x` of a trend (a depth, an
+    epoch budget), from the declared family named `family`."""
+    strategy: str
+    x: float
+    family: str
+    diff: Paired
+
+
+@dataclass(frozen=True)
+class Interaction(Record):
+    """The difference of one strategy's gaps at `end` and at `start` (difference_of_gaps)."""
+    strategy: str
+    start: float
+    end: float
+    diff: Paired
 
 
 def t_quantile_975(df):
@@ -133,15 +123,15 @@ def difference_of_gaps(a, b):
     say one strategy minus standard at depth 2 and at depth 4), with Welch's 95% interval and
     two-sided p-value, from each gap's mean, 95% t-interval and pairs (which give its standard
     error exactly); None where either lacks an interval."""
-    if a is None or b is None or a.get("ci95_low") is None or b.get("ci95_low") is None:
+    if a is None or b is None or a.ci95_low is None or b.ci95_low is None:
         return None
-    se = [(d["ci95_high"] - d["ci95_low"]) / 2 / t_quantile_975(d["pairs"] - 1) for d in (a, b)]
-    diff = b["mean"] - a["mean"]
+    se = [(d.ci95_high - d.ci95_low) / 2 / t_quantile_975(d.pairs - 1) for d in (a, b)]
+    diff = b.mean - a.mean
     s = math.sqrt(se[0] ** 2 + se[1] ** 2)
-    df = s ** 4 / sum(x ** 4 / (d["pairs"] - 1) for x, d in zip(se, (a, b)))
+    df = s ** 4 / sum(x ** 4 / (d.pairs - 1) for x, d in zip(se, (a, b)))
     half = float(sps.t.ppf(0.975, df)) * s
     return Paired(diff, diff - half, diff + half, float(2 * sps.t.sf(abs(diff) / s, df)) if s else None,
-                  min(a["pairs"], b["pairs"]))
+                  min(a.pairs, b.pairs))
 
 
 def tost(d, margin):
@@ -172,9 +162,14 @@ def verdict(d, alpha=0.05):
     return f"equivalent within {margin}" if same else "not shown different"
 
 
+def run_name(name):
+    """A RunName from a RunName or its text (a name given on the command line)."""
+    return name if isinstance(name, RunName) else RunName.parse(name)
+
+
 def test_samples(runs):
     """The number of test images the runs were scored on (one number), or None if unknown."""
-    ns = {r.get("test_samples") for r in runs}
+    ns = {r.test_samples for r in runs}
     return ns.pop() if len(ns) == 1 else None
 
 
@@ -202,37 +197,33 @@ def mean_or_none(values):
     return float(np.mean(values)) if len(values) else None
 
 
-def run_diverged(run):
-    return any(run["history"]["diverged"])
-
-
 METRICS = ("final", "early-stopped")
 
 
 def final_acc(run):
-    return run["history"]["test_acc"][-1]
+    return run.final.test_acc
 
 
 def final_train_acc(run):
     """Training accuracy over the last epoch (train mode: dropout on, weights moving), or None for
     runs saved before it was recorded."""
-    return (run["history"].get("train_acc") or [None])[-1]
+    return run.final.train_acc
 
 
 def final_val_acc(run):
     """Validation accuracy after the last epoch, or None without a validation split."""
-    v = run["history"].get("val_acc") or [None]
-    return v[-1]
+    return run.final.val_acc
 
 
 def early_stopped(history):
-    """{"epoch", "val_acc", "test_acc"} at the first epoch of best validation accuracy, or None
-    without a validation split: the test accuracy an early-stopped run would report."""
-    vals = history.get("val_acc") or []
+    """The EarlyStop at the first epoch of best validation accuracy of a History, or None without a
+    validation split: the test accuracy an early-stopped run would report."""
+    vals = history.column("val_acc")
     if not vals or any(v is None or not math.isfinite(v) for v in vals):
         return None
     i = max(range(len(vals)), key=lambda k: (vals[k], -k))
-    return {"epoch": history["epoch"][i], "val_acc": vals[i], "test_acc": history["test_acc"][i]}
+    e = history.epochs[i]
+    return EarlyStop(e.epoch, e.val_acc, e.test_acc)
 
 
 def test_acc(run, metric="final"):
@@ -240,27 +231,26 @@ def test_acc(run, metric="final"):
     (None without a validation split)."""
     if metric == "final":
         return final_acc(run)
-    es = run.get("early_stopped") or early_stopped(run["history"])
-    return None if es is None else es["test_acc"]
+    es = run.early_stopped or early_stopped(run.history)
+    return None if es is None else es.test_acc
 
 
 def val_score(run, metric="final"):
     """What selection ranks a run by: final validation accuracy, or the best one (early-stopped)."""
     if metric == "final":
         return final_val_acc(run)
-    es = run.get("early_stopped") or early_stopped(run["history"])
-    return None if es is None else es["val_acc"]
+    es = run.early_stopped or early_stopped(run.history)
+    return None if es is None else es.val_acc
 
 
 def epochs_to(run, target):
     """First epoch whose test accuracy reaches `target`, or None."""
-    h = run["history"]
-    return next((e for e, a in zip(h["epoch"], h["test_acc"]) if a >= target), None)
+    return next((e.epoch for e in run.history if e.test_acc >= target), None)
 
 
 def _costs(runs):
     """Means over runs of: seconds per epoch, total training FLOPs, total parameter updates."""
-    return tuple(mean_or_none([agg(r["history"][key]) for r in runs]) for key, agg in
+    return tuple(mean_or_none([agg(r.history.column(key)) for r in runs]) for key, agg in
                  (("epoch_time_s", np.mean), ("train_flops", sum), ("param_updates", sum)))
 
 
@@ -291,7 +281,7 @@ class StrategySummary(Record):
 @dataclass(frozen=True)
 class Summary(Record):
     """An experiment's folder (summary.json): every strategy against the reference, paired by seed."""
-    reference: str
+    reference: RunName
     target_acc: float | None
     target_frac: float
     metric: str
@@ -306,20 +296,20 @@ class Summary(Record):
 def memory_means(runs):
     """(peak process or device bytes, trainable parameter bytes, optimizer state bytes), each the
     mean over the runs that recorded it (None for runs saved before runs recorded memory)."""
-    mem = [r.get("memory") or {} for r in runs]
-    peak = [m.get("peak_device_bytes", m.get("peak_resident_bytes")) for m in mem]
+    mem = [r.memory or Memory() for r in runs]
     return tuple(mean_or_none(v for v in values if v is not None) for values in
-                 (peak, [m.get("trainable_param_bytes") for m in mem], [m.get("optimizer_state_bytes") for m in mem]))
+                 ([m.peak for m in mem], [m.trainable_param_bytes for m in mem], [m.optimizer_state_bytes for m in mem]))
 
 
 def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
     """A Summary of every strategy in `runs`, in the order they first appear. `metric` picks the
     test accuracy reported: final, or early-stopped (at the best validation epoch). Paired tests
     run on integer counts of correct test images."""
+    reference = run_name(reference)
     by_strategy = {}
     for r in runs:
-        by_strategy.setdefault(r["strategy"], {})[r["seed"]] = r
-    ok = lambda rs: {s: r for s, r in rs.items() if not run_diverged(r)}  # noqa: E731
+        by_strategy.setdefault(r.name, {})[r.seed] = r
+    ok = lambda rs: {s: r for s, r in rs.items() if not r.diverged}  # noqa: E731
     acc = lambda r: test_acc(r, metric)  # noqa: E731
     n = test_samples(runs)
     ref = ok(by_strategy.get(reference, {}))
@@ -339,13 +329,13 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
         epoch_time, flops, updates = _costs(good.values())
         out[name] = StrategySummary(
             seeds=sorted(seeds), diverged=len(seeds) - len(ok(seeds)),
-            epochs=mean_or_none([len(r["history"]["epoch"]) for r in good.values()]),
+            epochs=mean_or_none([len(r.history) for r in good.values()]),
             final_acc_mean=mean_or_none(accs), final_acc_std=std_or_none(accs),
             val_acc_mean=mean_or_none([val_score(r, metric) for r in good.values() if val_score(r, metric) is not None]),
             diff_vs_standard=diff, epoch_time_s=epoch_time, time_ratio=ratio(epoch_time, ref_time),
             train_flops=flops, flops_ratio=ratio(flops, ref_flops), param_updates=updates,
             updates_ratio=ratio(updates, ref_updates), epochs_to_target=mean_or_none(hit), reached_target=len(hit),
-            test_loss_mean=mean_or_none(r["history"]["test_loss"][-1] for r in good.values()) if _recent(good)
+            test_loss_mean=mean_or_none(r.final.test_loss for r in good.values()) if _recent(good)
             else None, **dict(zip(("peak_memory_bytes", "trainable_bytes", "optimizer_bytes"),
                                   memory_means(good.values()))))
     return Summary(reference, target, target_frac, metric, out)
@@ -354,7 +344,7 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
 def _recent(runs):
     """Whether the runs were saved since runs record their workload and memory: only they get the
     fields added then, so the summaries of older folders are rewritten byte for byte as they were."""
-    return any(r.get("memory") is not None for r in runs.values())
+    return any(r.memory is not None for r in runs.values())
 
 
 def _mb(x):
@@ -427,52 +417,39 @@ def format_diff(d):
                                   f" [{d['ci95_low']:+.2f}, {d['ci95_high']:+.2f}]")
 
 
-def folder_config(folder):
-    """A results folder's config.json as a dict ({} where it is missing or unreadable)."""
-    import json
-    from pathlib import Path
-    try:
-        return json.loads(Path(folder, "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def load_runs(folder, config=None):
-    """Every saved run in a results folder (its runs/*.json), in file order; runs saved before
-    they recorded their number of test images get it from the folder's config.json."""
-    import json
-    from pathlib import Path
-    runs = [json.loads(f.read_text()) for f in sorted(Path(folder, "runs").glob("*.json"))]
-    n = (folder_config(folder) if config is None else config).get("test_samples")
-    for r in runs:
-        r.setdefault("test_samples", n)
-    return runs
-
-
 def compare_folders(runs_a, runs_b, reference="standard"):
     """Per strategy, on the seeds both folders ran: final accuracy in A and in B, the paired
     difference A - B, and each folder's own difference to `reference` on those seeds (does the
     comparison between strategies come out the same in both?)."""
-    a = {(r["strategy"], r["seed"]): r for r in runs_a if not run_diverged(r)}
-    b = {(r["strategy"], r["seed"]): r for r in runs_b if not run_diverged(r)}
+    reference = run_name(reference)
+    a = {r.key: r for r in runs_a if not r.diverged}
+    b = {r.key: r for r in runs_b if not r.diverged}
     out = {}
-    names = sorted({s for s, _ in a}, key=lambda n: (n != reference, n))
+    names = sorted({s for s, _ in a}, key=lambda n: (n != reference, str(n)))
     for name in names:
         seeds = sorted(s for n, s in a if n == name and (n, s) in b)
         if not seeds:
             continue
         acc_a = [final_acc(a[name, s]) for s in seeds]
         acc_b = [final_acc(b[name, s]) for s in seeds]
-        row = {"seeds": seeds, "a_mean": mean_or_none(acc_a), "b_mean": mean_or_none(acc_b),
-               "a_minus_b": paired(acc_a, acc_b)}
         both = [s for s in seeds if (reference, s) in a and (reference, s) in b]
-        if name != reference and both:
-            row["a_vs_reference"] = paired([final_acc(a[name, s]) for s in both],
-                                           [final_acc(a[reference, s]) for s in both])
-            row["b_vs_reference"] = paired([final_acc(b[name, s]) for s in both],
-                                           [final_acc(b[reference, s]) for s in both])
-        out[name] = row
+        vs = (paired([final_acc(a[name, s]) for s in both], [final_acc(a[reference, s]) for s in both]),
+              paired([final_acc(b[name, s]) for s in both], [final_acc(b[reference, s]) for s in both])
+              ) if name != reference and both else (None, None)
+        out[name] = FolderComparison(seeds, mean_or_none(acc_a), mean_or_none(acc_b), paired(acc_a, acc_b), *vs)
     return out
+
+
+@dataclass(frozen=True)
+class FolderComparison(Record):
+    """One strategy in two folders, on the seeds both ran: A's and B's mean, A - B, and each
+    folder's own difference to the reference on those seeds (None for the reference)."""
+    seeds: list
+    a_mean: float | None
+    b_mean: float | None
+    a_minus_b: Paired
+    a_vs_reference: Paired | None = None
+    b_vs_reference: Paired | None = None
 
 
 def equal_flops(runs, reference="standard"):
@@ -482,21 +459,22 @@ def equal_flops(runs, reference="standard"):
     rounded down to the last whole epoch); budgets beyond the reference's run are left out. It is
     a fair stand-in for a run stopped at that budget only with a constant learning rate; with a
     decaying schedule the real matched runs (--match-budget flops) are the comparison."""
+    reference = run_name(reference)
     by = {}
     for r in runs:
-        if not run_diverged(r):
-            by.setdefault(r["strategy"], {})[r["seed"]] = r
+        if not r.diverged:
+            by.setdefault(r.name, {})[r.seed] = r
     ref = by.get(reference, {})
     out = {}
     for name, seeds in by.items():
-        if name == reference or budget_of(name):
+        if name == reference or name.budget is not None:
             continue
         mine, theirs, epochs, beyond = [], [], [], []
         for s, r in seeds.items():
             if s not in ref:
                 continue
-            budget = sum(r["history"]["train_flops"])
-            at = _interpolate(ref[s]["history"], budget)
+            budget = r.history.total("train_flops")
+            at = _interpolate(ref[s].history, budget)
             if at is None:
                 beyond.append(s)  # the reference's run is too short to say: left out, and said so
                 continue
@@ -518,21 +496,17 @@ class EqualFlops(Paired):
     left_out: list = field(default_factory=list)
 
 
-def budget_of(name):
-    return name.startswith("standard@")
-
-
 def _interpolate(history, budget):
     """(fractional epoch, test accuracy) of a run at `budget` cumulative training FLOPs, linear
     between the bracketing epochs (from 0 FLOPs only if the budget ends inside epoch 1: None)."""
-    cum = np.cumsum(history["train_flops"])
+    cum = np.cumsum(history.column("train_flops"))
+    acc = history.column("test_acc")
     e = int(np.searchsorted(cum, budget, side="right"))  # whole epochs within the budget
     if e == 0 or e > len(cum) or (e == len(cum) and budget > cum[-1]):
         return None
     if e == len(cum) or budget == cum[e - 1]:
-        return float(e), history["test_acc"][e - 1]
+        return float(e), acc[e - 1]
     frac = (budget - cum[e - 1]) / (cum[e] - cum[e - 1])
-    acc = history["test_acc"]
     return e + float(frac), acc[e - 1] + float(frac) * (acc[e] - acc[e - 1])
 
 
@@ -559,9 +533,10 @@ def family(runs, pairs, margin=0.25, alpha=0.05):
 def compare(runs_a, a, runs_b, b, margin=0.25, metric="final"):
     """Strategy a of runs_a against strategy b of runs_b (two folders, or one), paired by seed on
     the seeds where both ran without diverging; a seed either lost to divergence is counted."""
-    good_a = {r["seed"]: r for r in runs_a if r["strategy"] == a and not run_diverged(r)}
-    good_b = {r["seed"]: r for r in runs_b if r["strategy"] == b and not run_diverged(r)}
-    seeds = {r["seed"] for r in runs_a if r["strategy"] == a} | {r["seed"] for r in runs_b if r["strategy"] == b}
+    a, b = run_name(a), run_name(b)
+    good_a = {r.seed: r for r in runs_a if r.name == a and not r.diverged}
+    good_b = {r.seed: r for r in runs_b if r.name == b and not r.diverged}
+    seeds = {r.seed for r in runs_a if r.name == a} | {r.seed for r in runs_b if r.name == b}
     common = sorted(set(good_a) & set(good_b))
     n = test_samples([*good_a.values(), *good_b.values()])
     acc_a, acc_b = [test_acc(good_a[s], metric) for s in common], [test_acc(good_b[s], metric) for s in common]
@@ -576,8 +551,8 @@ def adjusted(rows):
 
 @dataclass(frozen=True)
 class FamilyRow(Record):
-    a: str
-    b: str
+    a: RunName
+    b: RunName
     a_mean: float | None
     b_mean: float | None
     diff: Paired
@@ -608,9 +583,10 @@ def format_comparison(rows, a="A", b="B", reference="standard"):
     ci = format_diff
     head = ["strategy", "seeds", f"{a} acc (%)", f"{b} acc (%)", f"{a} - {b} [95% CI]", "p",
             f"vs {reference} in {a}", f"vs {reference} in {b}"]
-    body = [[n, ",".join(map(str, r["seeds"])), _fmt(r["a_mean"]), _fmt(r["b_mean"]), ci(r["a_minus_b"]),
-             _fmt(r["a_minus_b"]["p_value"], ".2g"), ci(r.get("a_vs_reference")) if n != reference else "(reference)",
-             ci(r.get("b_vs_reference")) if n != reference else "(reference)"] for n, r in rows.items()]
+    reference = run_name(reference)
+    body = [[n, ",".join(map(str, r.seeds)), _fmt(r.a_mean), _fmt(r.b_mean), ci(r.a_minus_b),
+             _fmt(r.a_minus_b.p_value, ".2g"), ci(r.a_vs_reference) if n != reference else "(reference)",
+             ci(r.b_vs_reference) if n != reference else "(reference)"] for n, r in rows.items()]
     return text_table(head, body)
 
 
@@ -635,7 +611,11 @@ def main(argv=None):
                    help="a declared family of paired comparisons A - B in each folder, with Holm over its "
                         "difference tests and over its equivalence tests (TOST at --margin)")
     p.add_argument("--margin", type=float, default=0.25, help="equivalence margin in points, for --family")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="a plugin file whose strategies the folder's runs use (repeatable); a run of a strategy "
+                        "that is not defined is left out, said in one line")
     a = p.parse_args(argv)
+    load_plugins(a.plugin)
     if a.family:
         pairs = [tuple(x.split(":", 1)) for x in a.family.split(",") if x.strip()]
         for i, folder in enumerate(a.folders):
@@ -671,8 +651,9 @@ def main(argv=None):
             print(f"A = {folder}, B = {a.against}; final test accuracy, paired by strategy and seed")
             print(format_comparison(rows, reference=a.reference))
         else:
-            order = sorted({r["strategy"] for r in runs}, key=lambda s: (s != a.reference, s))
-            runs.sort(key=lambda r: (order.index(r["strategy"]), r["seed"]))
+            ref = run_name(a.reference)
+            order = sorted({r.name for r in runs}, key=lambda s: (s != ref, str(s)))
+            runs.sort(key=lambda r: (order.index(r.name), r.seed))
             print(format_table(summarize(runs, reference=a.reference, target_frac=a.target_frac)))
 
 

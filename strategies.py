@@ -249,6 +249,16 @@ class RunName:
     def __repr__(self):
         return f"RunName({str(self)!r})"
 
+    # a RunName is its text, made canonical by parse(): equal to it and hashed like it, so that
+    # summary.strategies["freezeout"] finds the RunName key and a name compares with its text
+    def __eq__(self, other):
+        if isinstance(other, (RunName, str)):
+            return str(self) == str(other)
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(str(self))
+
     def __str__(self):
         if self.budget is None:
             return str(self.strategy)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
+from records import Record, later
 from strategies import RunName, StrategyName, knobs_of
-from stats import (Paired, Record, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, later,
-                   mean_or_none, memory_means, paired, run_diverged, std_or_none, summarize, test_acc, test_samples,
-                   text_table, val_score, verdict)
+from stats import (Paired, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, mean_or_none,
+                   memory_means, paired, run_name, std_or_none, summarize, test_acc, test_samples, text_table,
+                   val_score, verdict)
 
 ALPHA = 0.05
 MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
@@ -54,7 +55,7 @@ class MapRow(Record):
     """One cell and strategy of the map, on the selection (tuning) seeds; its grid values read as
     its own keys (row["lr"]) and are written beside the other columns."""
     values: dict
-    strategy: str
+    strategy: RunName
     seeds: int
     diverged: int
     test_acc_mean: float | None
@@ -68,6 +69,9 @@ class MapRow(Record):
     time_ratio: float | None
     flops_ratio: float | None
     updates_ratio: float | None
+
+    def __post_init__(self):
+        object.__setattr__(self, "strategy", run_name(self.strategy))  # its text, read from a summary
 
     def __getitem__(self, key):
         return self.values[key] if key in self.values else super().__getitem__(key)
@@ -94,7 +98,7 @@ class TunedEntry(Record):
     choice: dict | None
     lr: float | None = None
     cell: dict | None = None
-    variant: str | None = None
+    variant: RunName | None = None
     knobs: dict = field(default_factory=dict)
     edges: dict = field(default_factory=dict)
     at_edge: str | None = None
@@ -113,11 +117,16 @@ class TunedEntry(Record):
     diff_vs_standard: Paired | None = None
     diff_vs_matched: Paired | None = None
     matched_acc_mean: float | None = None
-    matched_run: str | None = None
+    matched_run: RunName | None = None
     note: str | None = None
     ties: list | None = later()         # other candidates with the very same validation score (the tie-break chose)
     to_target: dict | None = later()    # when its test metric first reached tuned standard's final mean (see time_to_target)
     memory: dict | None = later()       # mean peaks over the reported seeds: process or device, trainable, optimizer bytes
+
+    def __post_init__(self):
+        for k in ("variant", "matched_run"):  # their text, read from a summary
+            if getattr(self, k) is not None:
+                object.__setattr__(self, k, run_name(getattr(self, k)))
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,37 @@ class SweepSummary(Record):
     complete: bool | None = None
 
 
+def _paired_of(blob):
+    return None if blob is None else Paired(**blob)
+
+
+def _entry_of(blob):
+    """A TunedEntry from its JSON values."""
+    b = dict(blob)
+    om = b.get("other_metric")
+    if om is not None:
+        b["other_metric"] = OtherMetric(om["metric"], om["test_acc_mean"], _paired_of(om.get("diff_vs_standard")))
+    for k in ("diff_vs_standard", "diff_vs_matched"):
+        b[k] = _paired_of(b.get(k))
+    known = {f.name for f in fields(TunedEntry)}  # an older summary's retired fields (lrs) are not read
+    return TunedEntry(**{k: v for k, v in b.items() if k in known})
+
+
+def _summary_of(cls, blob):
+    """SweepSummary.of_json: the records of a sweep_summary.json's values (results.read_sweep_summary)."""
+    b = dict(blob)
+    keys = b["grid_keys"]
+    b["rows"] = [MapRow({k: r[k] for k in keys}, **{k: v for k, v in r.items() if k not in keys}) for r in b["rows"]]
+    if b.get("tuned") is not None:
+        b["tuned"] = [TunedGroup(g["group"], {n: _entry_of(e) for n, e in g["strategies"].items()}) for g in b["tuned"]]
+    b["family"] = Family(**b["family"])
+    b.setdefault("margin", None)  # summaries written before equivalence tests
+    return cls(**b)
+
+
+SweepSummary.of_json = classmethod(_summary_of)
+
+
 # --- the map -------------------------------------------------------------------------------
 def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric="final", tune=(),
                     selection_seeds=None, confirm_seeds=None, margin=MARGIN):
@@ -171,7 +211,7 @@ def summarize_sweep(cells, keys, reference="standard", target_frac=0.95, metric=
     sel = None if selection_seeds is None else set(selection_seeds)
     rows = []
     for values, runs in cells:
-        runs = [r for r in runs if sel is None or r["seed"] in sel]
+        runs = [r for r in runs if sel is None or r.seed in sel]
         s = summarize(runs, reference, target_frac, metric)
         for name, st in s.strategies.items():
             d = st.diff_vs_standard
@@ -203,9 +243,9 @@ def _equal_compute(tuned, cells, reference, metric, seeds, margin=MARGIN):
         for name, e in g.strategies.items():
             if name == reference or not e.cell:
                 continue
-            matched_name = str(RunName.matched("flops", StrategyName.parse(e.variant)))
-            theirs = [r for r in runs if r["seed"] in seeds and r["strategy"] == matched_name]
-            ours = [r for r in by_cell[cell_key(e.cell)] if r["seed"] in seeds and r["strategy"] == e.variant]
+            matched_name = RunName.matched("flops", e.variant.strategy)
+            theirs = [r for r in runs if r.seed in seeds and r.name == matched_name]
+            ours = [r for r in by_cell[cell_key(e.cell)] if r.seed in seeds and r.name == e.variant]
             row = compare(ours, e.variant, theirs, matched_name, margin, metric)
             if row.diff.pairs:
                 entries[name] = replace(e, diff_vs_matched=row.diff, matched_acc_mean=row.b_mean,
@@ -220,7 +260,7 @@ def declare_family(rows, tuned, reference, confirmed):
     tests apart, over the same members); return (rows, tuned, Family) with the adjusted values."""
     if tuned is None:
         keys = rows_keys(rows)
-        members = [i for i, r in enumerate(rows) if r.strategy != reference]
+        members = [i for i, r in enumerate(rows) if r.strategy != run_name(reference)]
         p = holm([rows[i].p_value for i in members], m=len(members))
         rows = list(rows)
         for i, q in zip(members, p):
@@ -292,8 +332,8 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
             if c is None:
                 continue
             pool = c["runs"] if confirm_seeds is None else {
-                r["seed"]: r for r in c["all_runs"] if r["seed"] in confirm_seeds}
-            good = {s: r for s, r in pool.items() if not run_diverged(r)}
+                r.seed: r for r in c["all_runs"] if r.seed in confirm_seeds}
+            good = {s: r for s, r in pool.items() if not r.diverged}
             report[name] = ({s: test_acc(r, metric) for s, r in good.items()},
                             {s: r for s, r in good.items()},
                             {s: test_acc(r, _other(metric)) for s, r in good.items()}, test_samples(good.values()),
@@ -322,7 +362,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 val_acc_mean=c["val"], selected_on=c["seeds"], candidates=c["candidates"],
                 # on the seeds reported: the fresh ones when confirmed (the tuning seeds' FLOPs only chose
                 # which strategies get matched runs), so random and adaptive schedules show what they did there
-                train_flops_mean=mean_or_none(sum(r["history"]["train_flops"]) for r in good_runs.values()),
+                train_flops_mean=mean_or_none(r.history.total("train_flops") for r in good_runs.values()),
                 test_acc_mean=mean_or_none(accs.values()), test_acc_std=std_or_none(accs.values()),
                 train_acc_mean=mean_or_none(train.values()),
                 train_test_gap=mean_or_none(train[s] - final_acc(good_runs[s]) for s in train),
@@ -347,11 +387,10 @@ def time_to_target(runs, target):
     how many of the runs reach it at all (AlgoPerf's time to target, in steps and FLOPs)."""
     steps, flops = [], []
     for r in runs:
-        h = r["history"]
-        hit = next((i for i, a in enumerate(h["test_acc"]) if a >= target), None)
+        hit = next((i for i, e in enumerate(r.history) if e.test_acc >= target), None)
         if hit is not None:
-            steps.append(sum(h["steps"][:hit + 1]) if "steps" in h else None)
-            flops.append(sum(h["train_flops"][:hit + 1]))
+            steps.append(sum(e.steps for e in r.history.epochs[:hit + 1]))
+            flops.append(sum(e.train_flops for e in r.history.epochs[:hit + 1]))
     return {"target": target, "steps_mean": mean_or_none(s for s in steps if s is not None),
             "flops_mean": mean_or_none(flops), "reached": len(flops), "of": len(runs)}
 
@@ -366,15 +405,14 @@ def _with_time_to_target(entries, report, reference):
 
 
 def _variants_by_strategy(cells):
-    """{strategy: [(variant's name, StrategyName)]} over every run (matched-budget runs are not
+    """{strategy: [(variant's RunName, StrategyName)]} over every run (matched-budget runs are not
     candidates), each strategy's variants in the order of their knob values, whatever order the
     runs come in, so that ties are broken the same way every time."""
     out = {}
     for _, runs in cells:
         for r in runs:
-            name = RunName.parse(r["strategy"])
-            if name.budget is None:
-                out.setdefault(name.strategy.base, {})[r["strategy"]] = name.strategy
+            if r.name.budget is None:
+                out.setdefault(r.name.family, {})[r.name] = r.name.strategy
     order = lambda item: [_order(v) for _, v in sorted(_all_knobs(item[1]).items())]  # noqa: E731
     return {k: sorted(v.items(), key=order) for k, v in out.items()}
 
@@ -411,21 +449,21 @@ def _best_candidate(variants, members, tune, metric, selection_seeds):
     "candidates"} of a strategy's best candidate (a cell and a knob variant) in a group, or None.
     Every candidate is scored on the same seeds: those all of them have."""
     knobs = _knob_values(variants)
-    mine = [(values, text, [r for r in runs if r["strategy"] == text])
+    mine = [(values, text, [r for r in runs if r.name == text])
             for values, runs in members for text, _ in variants]
     mine = [c for c in mine if c[2]]
     if not mine:
         return None
-    common = set.intersection(*({r["seed"] for r in rs} for _, _, rs in mine))
+    common = set.intersection(*({r.seed for r in rs} for _, _, rs in mine))
     if selection_seeds is not None:
         common &= set(selection_seeds)
     if not common:
         return None
     scores = {}
     for i, (values, text, rs) in enumerate(mine):
-        by_seed = {r["seed"]: r for r in rs if r["seed"] in common}
+        by_seed = {r.seed: r for r in rs if r.seed in common}
         vals = [val_score(r, metric) for r in by_seed.values()]
-        if not any(run_diverged(r) for r in by_seed.values()) and None not in vals:
+        if not any(r.diverged for r in by_seed.values()) and None not in vals:
             scores[i] = (sum(vals) / len(vals), by_seed)
     if not scores:
         return None
@@ -473,13 +511,13 @@ def format_sweep(summary):
     head = [*keys, "strategy", "seeds", acc, f"diff vs {ref} [95% CI]", "p", *(["p (Holm)", ""] if in_family else [])]
     body = []
     for r in summary["rows"]:
-        a = _f(r["test_acc_mean"], ".2f") + ("" if r["test_acc_std"] is None else f" +- {r['test_acc_std']:.2f}")
-        diff = "(reference)" if r["strategy"] == ref else format_diff(
-            {"mean": r["diff_vs_standard"], "ci95_low": r["ci_low"], "ci95_high": r["ci_high"]})
-        seeds = f"{r['seeds'] - r['diverged']}/{r['seeds']}"
-        sig = "*" if r["p_holm"] is not None and r["p_holm"] < summary["alpha"] else ""
-        body.append([*(short_value(r[k]) for k in keys), r["strategy"], seeds, a, diff, _p(r["p_value"]),
-                     *([_p(r["p_holm"]), sig] if in_family else [])])
+        a = _f(r.test_acc_mean, ".2f") + ("" if r.test_acc_std is None else f" +- {r.test_acc_std:.2f}")
+        diff = "(reference)" if r.strategy == run_name(ref) else format_diff(
+            Paired(r.diff_vs_standard, r.ci_low, r.ci_high, r.p_value, r.seeds))
+        seeds = f"{r.seeds - r.diverged}/{r.seeds}"
+        sig = "*" if r.p_holm is not None and r.p_holm < summary.alpha else ""
+        body.append([*(short_value(r.values[k]) for k in keys), r.strategy, seeds, a, diff, _p(r.p_value),
+                     *([_p(r.p_holm), sig] if in_family else [])])
     sel = summary.get("selection_seeds")
     parts = [("map" + (f" (seeds {_seeds(sel)})" if sel else "") + ("" if in_family else
               ": exploratory, p-values unadjusted and not part of the family")), text_table(head, body)]

@@ -10,6 +10,34 @@ sys.path.insert(0, str(ROOT))
 from data import TensorLoader, make_synthetic  # noqa: E402
 
 
+_HISTORY_DEFAULTS = {"train_loss": 0.0, "train_acc": None, "val_loss": None, "val_acc": None, "test_loss": 0.0,
+                     "test_acc": 0.0, "epoch_time_s": 0.0, "eval_time_s": 0.0, "steps": 0, "steps_first": 0,
+                     "steps_second": 0, "param_updates": 0, "train_flops": 0, "diverged": False}
+
+
+def run_blob(strategy, seed, history, **fields):
+    """A run file's values for a test: `history` gives some columns, the others take neutral values."""
+    n = len(next(iter(history.values())))
+    full = {"epoch": list(range(1, n + 1)), **{k: [v] * n for k, v in _HISTORY_DEFAULTS.items()}, **history}
+    return {"suite": "alternating-freeze-results/1", "strategy": strategy, "seed": seed, "history": full, **fields}
+
+
+def as_run(strategy, seed, history, **fields):
+    """A records.Run for a test, from some history columns; a name need not be a registered strategy."""
+    from records import EarlyStop, History, Memory, Run
+    from strategies import RunName, StrategyError, StrategyName
+    try:
+        name = RunName.parse(strategy)
+    except StrategyError:
+        name = RunName(StrategyName(strategy))
+    blob = run_blob(strategy, seed, history)
+    if "memory" in fields and isinstance(fields["memory"], dict):
+        fields["memory"] = Memory(**fields["memory"])
+    if isinstance(fields.get("early_stopped"), dict):
+        fields["early_stopped"] = EarlyStop(**fields["early_stopped"])
+    return Run(name, seed, History.of_columns(blob["history"]), **fields)
+
+
 def pytest_configure(config):
     """With --device cpu (the default) hide any GPU, so that tests which go through --device auto
     (the CLI's default) also run on the CPU, in this process and in the ones it starts."""

@@ -42,3 +42,15 @@ def test_every_committed_results_folder_reads_with_every_run_counted():
         store = ResultsDir.reader(folder, DEFAULT_KEY, judge_for_folder(settings))
         files = sorted(p.stem for p in (folder / "runs").glob("*.json"))
         assert len(store.runs.all()) == len(files) > 0, folder
+
+
+def test_a_run_file_read_as_a_run_and_written_back_is_byte_identical():
+    """results.py is the one place a Run becomes JSON and back: the two are inverses on the run files
+    of today's format (the cnn pilot's runs record every field a run has)."""
+    from results import run_from_json, run_to_json
+    files = sorted((ROOT / "results" / "pilot-cnn-cifar10-jpeg" / "runs").glob("*.json"))
+    assert len(files) == 8
+    for f in files:
+        run = run_from_json(json.loads(f.read_text()))
+        assert run.memory is not None and run.made.workload is not None and len(run.history) == 15
+        assert run_to_json(run) == f.read_text(), f.name

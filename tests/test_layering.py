@@ -35,3 +35,19 @@ def test_no_module_imports_one_below_it_in_the_list():
 def test_the_store_imports_nothing_from_the_loop():
     """results.py keeps what the loop makes; the history's keys live in records.py, below both."""
     assert not _imports("results") & {"training_loop", "pack", "runs"}
+
+
+def _string_subscripts(module, key):
+    tree = ast.parse((ROOT / f"{module}.py").read_text())
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+            and isinstance(n.slice, ast.Constant) and n.slice.value == key]
+
+
+def test_runs_are_typed_records_outside_the_store():
+    """Only results.py reads a run's JSON by its keys; every other module reads records.Run's fields (a
+    checkpoint's snapshot is the loop's own dict: training_loop, pack and runs read its history)."""
+    for module in _order():
+        if module != "results":
+            assert not _string_subscripts(module, "strategy"), (module, _string_subscripts(module, "strategy"))
+    for module in ("stats", "sweep", "plots", "report", "experiments", "launchers"):
+        assert not _string_subscripts(module, "history"), (module, _string_subscripts(module, "history"))

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import experiments
-from conftest import ROOT
+from conftest import ROOT, as_run
 from plots import plot_comparison, style
 from stats import summarize
 
@@ -86,11 +86,11 @@ def _runs(names, diverge=()):
     for name in names:
         for seed in (0, 1):
             bad = name in diverge
-            runs.append({"strategy": name, "seed": seed, "history": {
+            runs.append(as_run(name, seed, {
                 "epoch": [1, 2], "train_loss": [2.0, 1.5], "test_loss": [1.8, 1.6],
                 "test_acc": [40.0 + seed, float("nan") if bad else 45.0 + seed],
                 "epoch_time_s": [1.0, 1.0], "train_flops": [1e12, 1e12], "param_updates": [10, 10],
-                "diverged": [False, bad]}})
+                "diverged": [False, bad]}))
     return runs
 
 

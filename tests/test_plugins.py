@@ -74,8 +74,8 @@ def test_the_example_plugin_through_the_library(tmp_path):
     runs, summary = experiments.run_experiment(Config(
         dataset="synthetic", train_size=256, test_size=128, batch_size=64, epochs=2, seeds=1, progress=False,
         plugins=(str(EXAMPLE),), strategies="standard,late-freeze", out=str(tmp_path / "lib")), log=lambda m: None)
-    late = next(r for r in runs if r["strategy"] == "late-freeze")
-    assert late["history"]["steps_first"] == [4, 0]  # 4 steps per epoch: block 1 trains in epoch 1 only
+    late = next(r for r in runs if r.name == "late-freeze")
+    assert late.history.column("steps_first") == [4, 0]  # 4 steps per epoch: block 1 trains in epoch 1 only
     assert "late-freeze" in summary["strategies"]
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import experiments
-from conftest import ROOT, run_cli
+from conftest import ROOT, as_run, run_cli
 from results import ResultsDir, settings_hash
 
 BASE = ["--dataset", "synthetic", "--train-size", "1024", "--test-size", "256", "--batch-size", "64",
@@ -127,7 +127,7 @@ def test_a_run_is_not_saved_into_a_folder_reset_under_it(tmp_path):
         {"suite": "alternating-freeze-results/1", "settings": {"epochs": 2}}))
     from results import ResultsError
     with pytest.raises(ResultsError, match="reset or now holds runs of other settings"):
-        store.save_run({"strategy": "standard", "seed": 0, "history": {}})
+        store.save_run(as_run("standard", 0, {"test_acc": [50.0]}))
 
 
 def test_a_truncated_checkpoint_restarts_its_run_with_a_warning(tmp_path, capsys):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import as_run, run_cli
 from stats import holm
 from sweep import summarize_sweep, tuned_comparison
 
@@ -70,9 +70,9 @@ def test_without_validation_the_sweep_says_tuning_needs_it(tmp_path, capsys):
 
 
 def _run(strategy, seed, test, val, diverged=False):
-    return {"strategy": strategy, "seed": seed, "history": {
+    return as_run(strategy, seed, {
         "epoch": [1], "test_acc": [test], "val_acc": [val], "epoch_time_s": [1.0], "train_flops": [1],
-        "param_updates": [1], "diverged": [diverged]}}
+        "param_updates": [1], "diverged": [diverged]})
 
 
 def test_tuned_comparison_selects_on_validation_never_on_test():
@@ -148,9 +148,9 @@ def test_missing_dataset_offline_is_one_line(tmp_path, capsys, monkeypatch):
 # --- the protocol: selection seeds, confirmation seeds, integer counts, the declared family ----
 def _r(strategy, seed, test, val, n=10000):
     """A one-epoch run scored on n test images (test is a count of correct images)."""
-    return {"strategy": strategy, "seed": seed, "test_samples": n, "history": {
+    return as_run(strategy, seed, {
         "epoch": [1], "test_acc": [100.0 * test / n], "val_acc": [val], "epoch_time_s": [1.0],
-        "train_flops": [1], "param_updates": [1], "diverged": [False]}}
+        "train_flops": [1], "param_updates": [1], "diverged": [False]}, test_samples=n)
 
 
 def test_tuning_selects_on_the_seeds_common_to_every_candidate():
@@ -288,9 +288,7 @@ def test_the_tuned_table_reports_each_strategys_train_accuracy_and_train_test_ga
     from sweep import format_tuned, summarize_sweep
 
     def run(strategy, seed, train, test):
-        r = _run(strategy, seed, test, 60.0)
-        r["history"]["train_acc"] = [train]
-        return r
+        return as_run(strategy, seed, {"test_acc": [test], "val_acc": [60.0], "train_acc": [train]})
     runs = [run("standard", s, 80.0 + s, 57.0 + s / 2) for s in range(4)]
     runs += [run("alternating-epoch", s, 71.0, 56.0) for s in range(4)]
     runs += [_run("freezeout", s, 55.0, 60.0) for s in range(4)]  # no train_acc: an old run
@@ -307,9 +305,9 @@ def test_the_tuned_table_reports_each_strategys_train_accuracy_and_train_test_ga
 def _curve(strategy, seed, accs, flops, val=60.0, steps=10):
     """A run with a test accuracy and FLOPs per epoch."""
     n = len(accs)
-    return {"strategy": strategy, "seed": seed, "test_samples": 10000, "history": {
+    return as_run(strategy, seed, {
         "epoch": list(range(1, n + 1)), "test_acc": list(accs), "val_acc": [val] * n, "epoch_time_s": [1.0] * n,
-        "train_flops": [flops] * n, "steps": [steps] * n, "param_updates": [1] * n, "diverged": [False] * n}}
+        "train_flops": [flops] * n, "steps": [steps] * n, "param_updates": [1] * n, "diverged": [False] * n}, test_samples=10000)
 
 
 def test_time_to_target_counts_steps_and_flops_to_tuned_standards_final_mean_and_the_seeds_that_never_reach_it():
