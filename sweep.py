@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
 from records import Record, later
-from strategies import RunName, StrategyName, knobs_of
+from strategies import RunName, knobs_of
 from stats import (Paired, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, mean_or_none,
                    memory_means, paired, run_name, std_or_none, summarize, test_acc, test_samples, text_table,
                    val_score, verdict)

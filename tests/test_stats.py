@@ -88,8 +88,6 @@ def test_single_seed_says_no_interval():
 
 
 def test_stats_cli_reads_a_results_folder_against_any_reference(tmp_path, capsys):
-    import json
-
     from stats import main
     (tmp_path / "runs").mkdir()
     for args in [("standard", 0, [50, 60]), ("freezeout", 0, [50, 58]), ("standard", 1, [50, 61]),
@@ -102,8 +100,6 @@ def test_stats_cli_reads_a_results_folder_against_any_reference(tmp_path, capsys
 
 
 def test_stats_cli_compares_two_folders_run_by_run(tmp_path, capsys):
-    import json
-
     from stats import main
     for folder, shift in (("a", 0.5), ("b", 0.0)):
         (tmp_path / folder / "runs").mkdir(parents=True)
