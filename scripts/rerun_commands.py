@@ -39,8 +39,10 @@ def commands():
         args = shlex.split(c)
         out = args[args.index("--out") + 1] if "--out" in args else next(
             (a for a in args[2:] if a.startswith("results/")), None)
-        if out and (ROOT / out.rstrip("*")).exists() and "..." not in c and "=*" not in c:
-            keep.append(c)
+        folder = ROOT / out.rstrip("*") if out else None
+        unfinished = folder is not None and (folder / "sweep.json").exists() and not (folder / "sweep_summary.json").exists()
+        if folder is not None and folder.exists() and not unfinished and "..." not in c and "=*" not in c:
+            keep.append(c)  # an unfinished sweep (no sweep_summary.json yet) would train: it resumes, not reruns
     return keep + ["python report.py --out /tmp/rerun-headline.png"]
 
 
