@@ -553,7 +553,7 @@ def format_tuned(summary):
     extra = any(e.get("to_target") for e in entries)  # the columns of summaries made since they exist
     memory = any(e.get("memory") for e in entries)
     if extra:
-        head[head.index("pairs"):head.index("pairs")] = ["FLOPs x", f"to {ref}'s final: FLOPs x (seeds)"]
+        head[head.index("pairs"):head.index("pairs")] = ["FLOPs x", f"to {ref}'s final: steps, FLOPs x (seeds)"]
     if memory:
         head[-1:-1] = ["peak MB", "optimizer MB"]
     body, matched = [], []
@@ -613,12 +613,15 @@ def _ratio(a, b):
 
 
 def _to_target(tt, ref_flops):
-    """'0.62 (9/10)': the mean FLOPs to reach tuned standard's final mean, as a fraction of standard's
-    whole run, over the seeds that reach it; 'never (0/10)' where none does."""
+    """'3100 steps, 0.62 (9/10)': the mean steps and FLOPs (as a fraction of standard's whole run) to
+    reach tuned standard's final mean, over the seeds that reach it; 'never (0/10)' where none does."""
     if not tt:
         return "-"
     reached = f"({tt['reached']}/{tt['of']})"
-    return f"never {reached}" if tt["flops_mean"] is None else f"{_ratio(tt['flops_mean'], ref_flops)} {reached}"
+    if tt["flops_mean"] is None:
+        return f"never {reached}"
+    steps = "" if tt.get("steps_mean") is None else f"{tt['steps_mean']:.0f} steps, "
+    return f"{steps}{_ratio(tt['flops_mean'], ref_flops)} {reached}"
 
 
 def _mib(x):

@@ -322,7 +322,7 @@ def test_time_to_target_counts_steps_and_flops_to_tuned_standards_final_mean_and
     assert tt == {"target": 70.0, "steps_mean": 20.0, "flops_mean": 120.0, "reached": 1, "of": 2}
     assert s.tuned[0].strategies["standard"].to_target["steps_mean"] == 30.0
     text = format_tuned(s.to_json() | {"tuned": [g.to_json() for g in s.tuned]})
-    assert "0.40 (1/2)" in text  # 120 FLOPs of standard's 300, one seed of two
+    assert "20 steps, 0.40 (1/2)" in text  # 20 steps and 120 FLOPs of standard's 300, one seed of two
 
 
 def test_the_flops_column_comes_from_the_reported_seeds_not_the_tuning_seeds():
