@@ -69,7 +69,7 @@ def pack_size(cfg, n_units):
         return cfg.pack
     if torch.cuda.is_available() and cfg.device != "cpu":
         free, _ = torch.cuda.mem_get_info()
-        width, depth = cfg.hidden_size, cfg.depth
+        width, depth = cfg.resolved("hidden_size"), cfg.resolved("depth")  # None on cfg: the workload's default
         params = 3072 * width + depth * width * width + 10 * width  # an upper bound for these MLPs
         per_member = 16 * params + 64 * max(cfg.batch_size, cfg.eval_batch_size) * width * depth
         return max(1, min(64, n_units, int(0.5 * free // per_member)))

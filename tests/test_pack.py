@@ -113,7 +113,7 @@ def test_fp32_members_match_their_single_runs_after_50_steps(data, optimizer, we
     for i, spec in enumerate(specs):
         model, alone, _ = _single(data, spec)
         assert sum(alone["steps"]) == 50
-        worst.append(max(float((a.float() - snaps[i][-1]["model"][k].float()).abs().max())
+        worst.append(max(float((a.float().cpu() - snaps[i][-1]["model"][k].float().cpu()).abs().max())
                          for k, a in model.state_dict().items() if "running" not in k))
         assert packed[i][0]["train_loss"][0] == pytest.approx(alone["train_loss"][0], rel=2e-3), spec.name
     if optimizer == "sgd":
@@ -254,3 +254,20 @@ def test_the_hash_dropout_is_each_members_own_whatever_the_pack_holds(data):
     resumed = _pack(data, specs, resumes=[snaps[0][0], snaps[1][0]], rng="hash")  # from epoch 1
     for (a, _), (b, _) in zip(full, resumed):
         assert a["train_loss"] == b["train_loss"] and a["test_acc"] == b["test_acc"]
+
+
+def test_the_pack_size_on_cuda_fits_half_the_free_memory_with_the_workloads_defaults(monkeypatch):
+    """The CUDA path of launchers.pack_size, on a CPU machine with CUDA's answers stood in: with
+    --depth and --hidden-size left to the MLP's defaults (None on the config, 2 x 512) the size is
+    half the free memory over a member's bound, at most 64 and at most the units there are."""
+    import launchers
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = Config(engine="pack", device="auto")
+    params = 3072 * 512 + 2 * 512 * 512 + 10 * 512
+    member = 16 * params + 64 * max(cfg.batch_size, cfg.eval_batch_size) * 512 * 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (10 * member, 80 * 2**30))
+    assert launchers.pack_size(cfg, 100) == 5
+    assert launchers.pack_size(replace(cfg, depth=8, hidden_size=512), 100) < 5
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**40, 2**40))
+    assert launchers.pack_size(cfg, 100) == 64 and launchers.pack_size(cfg, 3) == 3
+    assert launchers.pack_size(replace(cfg, pack=7), 100) == 7
