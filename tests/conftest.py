@@ -92,6 +92,16 @@ def sigint_as_at_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def checkpoint_epochs(path):
+    """Epochs saved in a run's checkpoint, 0 while it is missing or half-written. Memory-mapped: a
+    poll costs about 1 ms instead of reading the whole file (20 ms for the classic model), which
+    slowed the very run a test was watching."""
+    try:
+        return len(torch.load(path, weights_only=False, mmap=True)["history"]["epoch"])
+    except Exception:
+        return 0
+
+
 def run_cli(args, capsys):
     """Exit code, stdout and stderr of experiments.main(args), argparse exits included."""
     import experiments

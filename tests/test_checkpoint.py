@@ -9,10 +9,9 @@ import time
 import pytest
 import torch
 
-from dataclasses import replace
 
 from config import Config
-from conftest import ROOT
+from conftest import ROOT, checkpoint_epochs
 from data import TensorLoader
 from strategies import RunName
 from training_loop import TrainSpec, fit
@@ -65,13 +64,6 @@ def _cli(out, epochs=5, extra=()):
             "--strategies", "standard", "--no-progress", "--out", str(out), *extra]
 
 
-def _checkpoint_epochs(path):
-    try:
-        return len(torch.load(path, weights_only=False)["history"]["epoch"])
-    except Exception:  # not there yet
-        return 0
-
-
 @pytest.mark.parametrize("name, extra", [
     # cosine with a validation split: what a constant-lr run restores, and its lr schedule and split too
     ("standard", ("--lr-schedule", "cosine", "--val-size", "256")),
@@ -83,13 +75,13 @@ def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, name, ex
     proc = subprocess.Popen(_cli(out, extra=extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoints" / f"{name}__seed0.pt"
     t0 = time.time()
-    while _checkpoint_epochs(ckpt) < 2:
+    while checkpoint_epochs(ckpt) < 2:
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() - t0 < 120, "no checkpoint in time"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    k = _checkpoint_epochs(ckpt)
+    k = checkpoint_epochs(ckpt)
     assert 2 <= k < 5 and not (out / "runs" / f"{name}__seed0.json").exists()
 
     rerun = subprocess.run(_cli(out, extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)

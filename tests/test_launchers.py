@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import experiments
-from conftest import ROOT
+from conftest import ROOT, checkpoint_epochs
 
 TINY = ["--dataset", "synthetic", "--train-size", "512", "--test-size", "128", "--batch-size", "64",
         "--epochs", "2", "--seeds", "2", "--no-progress"]
@@ -109,13 +109,7 @@ def test_slurm_job_cancelled_mid_run_then_rerun_loses_and_redoes_nothing(slurm, 
     job = next(j for u, j in jobs.items() if u.endswith("::standard::0"))
     ckpt = out / "checkpoints" / "standard__seed0.pt"
     t0 = time.time()
-    import torch
-    while True:
-        try:
-            if len(torch.load(ckpt, weights_only=False)["history"]["epoch"]) >= 2:
-                break
-        except Exception:
-            pass
+    while checkpoint_epochs(ckpt) < 2:
         assert time.time() - t0 < 180, "the job made no checkpoint in time: " + _slurm_diagnosis(job, out)
         time.sleep(0.05)
     subprocess.run(["scancel", job], check=True)  # SIGTERM (submitit lets it pass), SIGKILL after KillWait
@@ -199,16 +193,12 @@ def test_slurm_requeue_after_usr2_and_at_the_time_limit_equals_an_uninterrupted_
     assert p.returncode == 0, p.stdout + p.stderr
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())
     job0 = next(j for u, j in jobs.items() if u.endswith("::standard::0"))
-    import torch
     # SLURM may send the time-limit USR2 up to a minute early, so a job can be requeued (and held
     # back cred_expire seconds: tests/slurm_cluster.sh) before its first checkpoint: wait through
     # that, then send USR2 while the job runs with a checkpoint
     ckpt, t0 = out / "checkpoints" / "standard__seed0.pt", time.time()
     while True:
-        try:
-            ready = len(torch.load(ckpt, weights_only=False)["history"]["epoch"]) >= 1
-        except Exception:
-            ready = False
+        ready = checkpoint_epochs(ckpt) >= 1
         state = subprocess.run(["squeue", "-h", "-j", job0, "-o", "%T"], capture_output=True,
                                text=True).stdout.strip()
         if ready and state == "RUNNING" and subprocess.run(["scancel", "--signal=USR2", job0]).returncode == 0:

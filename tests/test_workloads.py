@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -15,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import experiments
 import flops
-from conftest import ROOT, run_cli
+from conftest import ROOT, checkpoint_epochs, run_cli
 from data import TensorLoader, WindowLoader, augment_batch, bigram_bits_per_char, load_text, make_synthetic, \
     read_documents, split_documents, strip_gutenberg
 from models import CharTransformer, FreezableMLP, ResNet
@@ -373,13 +372,6 @@ def test_list_workloads_shows_each_with_its_settings(capsys):
     assert "--heads 4" in rows["gpt"] and "--context 64" in rows["gpt"] and "--augment on" in rows["cnn"]
 
 
-def _checkpoint_epochs(path):
-    try:
-        return len(torch.load(path, weights_only=False)["history"]["epoch"])
-    except Exception:
-        return 0
-
-
 @pytest.mark.parametrize("kind", ["cnn", "gpt"])
 def test_a_killed_run_resumes_bit_identical(kind, tmp_path):
     """SIGKILL after epoch 2 of 4, then a rerun: the same losses and accuracies as an uninterrupted
@@ -392,13 +384,13 @@ def test_a_killed_run_resumes_bit_identical(kind, tmp_path):
     cmd = [sys.executable, "experiments.py", *args, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt, t0 = out / "checkpoints" / "freezeout__seed0.pt", time.time()
-    while _checkpoint_epochs(ckpt) < 2:
+    while checkpoint_epochs(ckpt) < 2:
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() - t0 < 180, "no checkpoint in time"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    k = _checkpoint_epochs(ckpt)
+    k = checkpoint_epochs(ckpt)
     assert 2 <= k < 4
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and f"resumed freezeout seed 0 from epoch {k}" in rerun.stdout, rerun.stderr
