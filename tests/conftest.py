@@ -67,6 +67,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slurm" in getattr(item, "fixturenames", ()):
             item.add_marker(_pytest.mark.xdist_group("slurm"))
+    # longest first: the SLURM group (about 11 minutes on its process) and the other slow tests start
+    # at once, not where the file order puts them (the SLURM group started minutes in, and the
+    # other process then sat idle at the end); stable, so the order within each kind is the files'
+    items.sort(key=lambda item: ("slurm" not in getattr(item, "fixturenames", ()),
+                                 item.get_closest_marker("slow") is None))
 
 
 def pytest_addoption(parser):
