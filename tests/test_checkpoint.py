@@ -59,7 +59,7 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, sc
 
 
 def _cli(out, epochs=5, extra=()):
-    return [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "6000",
+    return [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "3000",
             "--test-size", "256", "--batch-size", "64", "--epochs", str(epochs), "--seeds", "1",
             "--strategies", "standard", "--no-progress", "--out", str(out), *extra]
 
