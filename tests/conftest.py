@@ -107,6 +107,28 @@ def checkpoint_epochs(path):
         return 0
 
 
+class UnitRecorder:
+    """A loader around `inner` that keeps a copy of every unit's parameters before each step (entry
+    t: the state after t steps) and, in each training step, what `record(model)` says (a forward
+    pre-hook sees it after the loop has set that step's frozen units)."""
+
+    def __init__(self, model, inner, record):
+        self.model, self.inner, self.states, self.records = model, inner, [], []
+        model.register_forward_pre_hook(lambda m, args: self.records.append(record(m)) if m.training else None)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def snap(self):
+        self.states.append([torch.cat([p.detach().flatten().clone() for p in u.parameters()])
+                            for u in self.model.units()])
+
+    def __iter__(self):
+        for batch in self.inner:
+            self.snap()
+            yield batch
+
+
 def run_cli(args, capsys):
     """Exit code, stdout and stderr of experiments.main(args), argparse exits included."""
     import experiments

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from config import Config
+from conftest import UnitRecorder
 from data import TensorLoader
 from models import FreezableMLP
 from schedules import CyclicBlocks, FreezeOut, LayerFreezing, LayerOut, RunShape
@@ -16,27 +17,13 @@ from training_loop import lr_multiplier, train
 N, BATCH, IN = 320, 32, 20  # 10 steps per epoch
 
 
-class Recorder:
-    """A loader that keeps a copy of every unit's parameters and each group's lr before each
-    step: entry t is the state after t steps."""
+class Recorder(UnitRecorder):
+    """Every unit's parameters before each step, and each unit's train/eval mode in each step."""
 
     def __init__(self, model, x, y):
-        self.model, self.inner = model, TensorLoader(x, y, BATCH, shuffle=True, seed=0)
-        self.states, self.modes = [], []  # modes: each unit's train/eval mode in each training step
-        model.register_forward_pre_hook(lambda m, args: self.modes.append(
-            [u.training for u in m.units()]) if m.training else None)
-
-    def __len__(self):
-        return len(self.inner)
-
-    def snap(self):
-        self.states.append([torch.cat([p.detach().flatten().clone() for p in u.parameters()])
-                            for u in self.model.units()])
-
-    def __iter__(self):
-        for batch in self.inner:
-            self.snap()
-            yield batch
+        super().__init__(model, TensorLoader(x, y, BATCH, shuffle=True, seed=0),
+                         lambda m: [u.training for u in m.units()])
+        self.modes = self.records
 
 
 def _data(seed=0):

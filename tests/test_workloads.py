@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import experiments
 import flops
-from conftest import ROOT, checkpoint_epochs, run_cli
+from conftest import ROOT, UnitRecorder, checkpoint_epochs, run_cli
 from data import TensorLoader, WindowLoader, augment_batch, bigram_bits_per_char, load_text, make_synthetic, \
     read_documents, split_documents, strip_gutenberg
 from models import CharTransformer, FreezableMLP, ResNet
@@ -104,28 +104,14 @@ def test_measuring_flops_changes_nothing_of_the_model_or_the_random_stream():
 
 
 # --- every schedule on every workload -----------------------------------------------------------
-class Recorder:
-    """A loader that keeps every unit's parameters before each step and which units require
-    gradients in that step (what the loop decided to train)."""
+class Recorder(UnitRecorder):
+    """Every unit's parameters before each step, and which units require gradients in each step
+    (what the loop decided to train)."""
 
     def __init__(self, model, inner):
-        self.model, self.inner = model, inner
-        self.states, self.trainable = [], []
-        model.register_forward_pre_hook(lambda m, args: self.trainable.append(
-            frozenset(u for u, unit in enumerate(m.units()) if any(p.requires_grad for p in unit.parameters())))
-            if m.training else None)
-
-    def __len__(self):
-        return len(self.inner)
-
-    def snap(self):
-        self.states.append([torch.cat([p.detach().flatten().clone() for p in u.parameters()])
-                            for u in self.model.units()])
-
-    def __iter__(self):
-        for batch in self.inner:
-            self.snap()
-            yield batch
+        super().__init__(model, inner, lambda m: frozenset(
+            u for u, unit in enumerate(m.units()) if any(p.requires_grad for p in unit.parameters())))
+        self.trainable = self.records
 
 
 def _real_run(kind, name, text=None, epochs=3):
