@@ -9,7 +9,6 @@ import time
 import pytest
 import torch
 
-
 from config import Config
 from conftest import ROOT, checkpoint_epochs
 from data import TensorLoader
