@@ -391,7 +391,7 @@ def run_sweep(cfg: Config, log=print):
             f"(each strategy at its tuned choice" + (", plus equal-compute standard runs)"
                                                      if cfg.match_budget == "flops" else ")"))
         failed += launch(units, cfg, stores, log)
-    done, saved, planned = [], 0, 0
+    done, saved, planned, bigram = [], 0, 0, None
     per_cell = replace(cfg, match_budget="epochs") if confirming else cfg  # as planned above
     for values, folder in sweep.cells():
         cell = replace(per_cell, **values, grid=(), out=str(folder)).effective()
@@ -399,12 +399,14 @@ def run_sweep(cfg: Config, log=print):
         runs, s = summarise_cell(cell, store, labels.get(str(folder), data.label),
                                  f"\nsweep cell {cell_label(values)}")
         saved, planned = saved + s["runs_saved"], planned + s["runs_planned"]
+        bigram = s["bigram_bits"]  # text workloads: the same for every cell (one dataset)
         done.append((values, runs))
     planned += len(confirming_units)
     saved += sum(stores[u.cfg.out].runs.saved(u.name, u.seed) is not None for u in confirming_units)
     summary = summarize_sweep(done, keys, target_frac=cfg.target_frac, metric=cfg.metric, tune=tune,
                               selection_seeds=selection, confirm_seeds=fresh, margin=cfg.margin)
-    summary = replace(summary, dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned)
+    summary = replace(summary, dataset=data.label, runs_saved=saved, runs_planned=planned, complete=saved == planned,
+                      bigram_bits=bigram)
     sweep.write_table(sweep_csv(summary))
     sweep.write_summary(summary)
     run_cfg = cfg.effective()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 from dataclasses import dataclass, field, fields, replace
 
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
@@ -122,6 +123,7 @@ class TunedEntry(Record):
     ties: list | None = later()         # other candidates with the very same validation score (the tie-break chose)
     to_target: dict | None = later()    # when its test metric first reached tuned standard's final mean (see time_to_target)
     memory: dict | None = later()       # mean peaks over the reported seeds: process or device, trainable, optimizer bytes
+    test_loss_mean: float | None = later()  # mean final test loss in nats per scored item (text: per character)
 
     def __post_init__(self):
         for k in ("variant", "matched_run"):  # their text, read from a summary
@@ -165,6 +167,7 @@ class SweepSummary(Record):
     runs_saved: int | None = None
     runs_planned: int | None = None
     complete: bool | None = None
+    bigram_bits: float | None = later()  # text: a bigram model's test bits per character, beside the runs'
 
 
 def _paired_of(blob):
@@ -370,7 +373,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 other_metric=OtherMetric(_other(metric), mean_or_none(v for v in other.values() if v is not None),
                                          other_diff),
                 diff_vs_standard=diff, ties=c["ties"] or None,
-                memory=_memory(good_runs.values()))
+                memory=_memory(good_runs.values()), test_loss_mean=_test_loss(good_runs.values()))
         out.append(TunedGroup(dict(rest), _with_time_to_target(entries, report, reference)))
     return out, None
 
@@ -379,6 +382,13 @@ def _memory(runs):
     peak, trainable, optimizer = memory_means(runs)
     return None if peak is None and trainable is None else {"peak_bytes": peak, "trainable_bytes": trainable,
                                                             "optimizer_bytes": optimizer}
+
+
+def _test_loss(runs):
+    """Mean final test loss over the runs, for runs saved since runs record memory (None for older
+    folders, so that their summaries are rewritten as they were)."""
+    runs = list(runs)
+    return mean_or_none(r.final.test_loss for r in runs) if any(r.memory is not None for r in runs) else None
 
 
 def time_to_target(runs, target):
@@ -552,6 +562,10 @@ def format_tuned(summary):
     entries = [e for g in summary["tuned"] for e in g["strategies"].values()]
     extra = any(e.get("to_target") for e in entries)  # the columns of summaries made since they exist
     memory = any(e.get("memory") for e in entries)
+    chars = summary.get("bigram_bits") is not None  # characters are scored: the test loss in bits per character
+    loss = any(e.get("test_loss_mean") is not None for e in entries)
+    if loss:
+        head.insert(head.index("train acc (%)"), "test bits/char" if chars else "test loss")
     if extra:
         head[head.index("pairs"):head.index("pairs")] = ["FLOPs x", f"to {ref}'s final: steps, FLOPs x (seeds)"]
     if memory:
@@ -571,13 +585,14 @@ def format_tuned(summary):
                                                 f"in grid and knob order)" if e.get("ties") else "")
             row = [label, name, choice, _f(e["val_acc_mean"], ".2f"),
                    _f(e["test_acc_mean"], ".2f") + ("" if e["test_acc_std"] is None else f" +- {e['test_acc_std']:.2f}"),
+                   *([_loss(e.get("test_loss_mean"), chars)] if loss else []),
                    _f(e.get("train_acc_mean"), ".2f"), _f(e.get("train_test_gap"), ".2f"),
                    _pairs(d, e), diff, _p(d["p_value"]) if d else "-", _p(d.get("p_holm")) if d else "-",
                    *(_tost(d, alpha) if tost else []),
                    "(reference)" if name == ref else format_diff(e["other_metric"].get("diff_vs_standard")), note]
             if extra:
                 std = g["strategies"].get(ref) or {}
-                row[7:7] = [_ratio(e.get("train_flops_mean"), std.get("train_flops_mean")),
+                row[7 + loss:7 + loss] = [_ratio(e.get("train_flops_mean"), std.get("train_flops_mean")),
                             _to_target(e.get("to_target"), std.get("train_flops_mean"))]
             if memory:
                 m = e.get("memory") or {}
@@ -599,13 +614,22 @@ def format_tuned(summary):
             f"over the seeds every candidate has"
             + (f" (of {_seeds(sel)})" if sel else "") + f"; {where}; train acc is the last epoch's "
             "accuracy on the training batches as they were trained (dropout on), the gap train minus test "
-            "by seed\n" + text_table(head, body))
+            "by seed" + ("; test loss is the final epoch's mean cross-entropy on the test set"
+                         + (" in bits per character" if chars else " (nats)") if loss else "")
+            + "\n" + text_table(head, body))
+    if chars:
+        text += (f"\na bigram model (add-one smoothing, fitted on the training text): "
+                 f"{summary['bigram_bits']:.3f} test bits/char")
     if matched:
         text += ("\nequal compute: each strategy against a standard run (standard's tuned settings, its lr "
                  "schedule fitted) stopped at the strategy's training FLOPs, same fresh seeds\n"
                  + text_table(["group", "strategy", "matched run", "matched acc (%)", "pairs",
                                "strategy minus matched [95% CI]", "p", "p (Holm)", *tost], matched))
     return text
+
+
+def _loss(nats, chars):
+    return "-" if nats is None else f"{nats / math.log(2):.3f}" if chars else f"{nats:.3f}"
 
 
 def _ratio(a, b):

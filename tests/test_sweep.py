@@ -1,5 +1,6 @@
 """Sweeps: cells from --grid, the map with Holm-adjusted tests, the tuned comparison on validation."""
 import csv
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -347,3 +348,29 @@ def test_ties_in_tuning_are_reported_in_the_choice_column_with_the_tie_break():
     assert e.choice == {"lr": 0.001} and e.ties == [{"lr": 0.003}, {"lr": 0.01}]
     text = format_tuned(s.to_json())
     assert "lr=0.001 (tied with lr=0.003; lr=0.01: the first in grid and knob order)" in text
+
+
+def test_the_tuned_table_reports_test_loss_and_for_characters_bits_per_character():
+    """The gpt protocol scores next-character accuracy with test bits per character beside it: the
+    table shows each strategy's mean final test loss over the reported seeds, in bits when the
+    workload scores characters, in nats otherwise, and '-' is never a typed-in number."""
+    import math
+    from sweep import format_tuned, summarize_sweep
+    mem = {"peak_resident_bytes": 2 ** 20}
+
+    def run(strategy, seed, loss):
+        return as_run(strategy, seed, {"test_acc": [50.0], "val_acc": [50.0], "test_loss": [loss]}, memory=mem)
+    runs = [run("standard", s, 1.0 + s) for s in range(4)] + [run("lisa", s, 2.0) for s in range(4)]
+    s = summarize_sweep([({"lr": 0.001}, runs)], ["lr"], tune=("lr",), selection_seeds=[0, 1], confirm_seeds=[2, 3])
+    e = s.tuned[0].strategies
+    assert e["standard"].test_loss_mean == pytest.approx(3.5)  # seeds 2 and 3 only, the reported ones
+    assert e["lisa"].test_loss_mean == pytest.approx(2.0)
+    head = lambda t: t.splitlines()[1]  # noqa: E731
+    nats = format_tuned(s.to_json())
+    assert "test loss" in head(nats) and "3.500" in nats
+    chars = format_tuned(replace(s, bigram_bits=4.1).to_json())
+    assert "test bits/char" in head(chars) and f"{3.5 / math.log(2):.3f}" in chars and "4.100 test bits/char" in chars
+    old = [as_run(n, r.seed, {"test_acc": [50.0], "val_acc": [50.0], "test_loss": [1.0]}) for n in ("standard", "lisa")
+           for r in runs[:4]]  # saved before runs recorded memory: the column stays out, as the table was
+    assert "test loss" not in head(format_tuned(summarize_sweep([({"lr": 0.001}, old)], ["lr"],
+                                                                selection_seeds=[0, 1]).to_json()))

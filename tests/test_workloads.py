@@ -3,6 +3,7 @@ every workload, frozen means frozen, text data, memory, plugins of workloads."""
 import copy
 import itertools
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -336,6 +337,22 @@ def test_a_gpt_run_on_a_text_file_the_test_writes(tmp_path, capsys):
     assert run["memory"]["trainable_param_bytes"] > 0 and run["memory"]["optimizer_state_bytes"] > 0
     assert Memory(**run["memory"]).peak > 0  # the resident set on a CPU, max_memory_allocated on CUDA
     assert "bits/char" in text
+
+
+def test_a_tuned_gpt_sweep_reports_test_bits_per_character_beside_accuracy(tmp_path, capsys):
+    corpus = tmp_path / "plays.txt"
+    corpus.write_text("\n\n".join(f"ACT {i}.\nEnter two lords.\nThe {i} horses wait, my lord.\n" for i in range(30)))
+    out = tmp_path / "sweep"
+    code, text, err = run_cli(_gpt_cli(corpus) + ["--epochs", "1", "--seeds", "0-1", "--strategies", "standard,lisa",
+                                                 "--grid", "lr=1e-3,3e-3", "--tune", "lr", "--val-size", "3",
+                                                 "--out", str(out)], capsys)
+    assert code == 0, err
+    tuned = text[text.index("tuned comparison"):]
+    assert "test bits/char" in tuned.splitlines()[1] and "test bits/char" in tuned.split("bigram model")[1]
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary["bigram_bits"] > 0
+    for e in summary["tuned"][0]["strategies"].values():  # nats in the record, bits in the table
+        assert f"{e['test_loss_mean'] / math.log(2):.3f}" in tuned
 
 
 def test_a_workload_setting_it_does_not_read_and_a_pack_are_one_line(capsys):
