@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from data import DATASETS, TEXT_DATASETS
 from plugins import PluginError, did_you_mean
-from strategies import CORE, RunName, StrategyError, StrategyName, expand, load_plugins, spec  # noqa: F401
+from strategies import RunName, StrategyError, StrategyName, expand, load_plugins
 from workloads import SHARED, WORKLOADS, WorkloadError, lookup as workload_of
 
 PRECISIONS = ("fp32", "bf16", "tf32")

@@ -36,7 +36,7 @@ from launchers import (HELD, LaunchError, cancel_jobs, live_jobs, run_inprocess,
                        unit_id)
 from results import ResultsError, SweepDir, warn
 from records import Environment
-from runs import RunRef, Unit, build_model, data_facts, dataset_for, environment, open_cell, run_line  # noqa: F401
+from runs import RunRef, Unit, data_facts, dataset_for, environment, open_cell, run_line
 from stats import format_table, summarize
 from plugins import PluginError
 from strategies import STRATEGIES, RunName, StrategyError, check_portable, load_plugins

@@ -15,7 +15,7 @@ import itertools
 import math
 from dataclasses import dataclass, field, fields, replace
 
-from config import ConfigError, cell_key, cell_label, check_config, grid_values, parse_grid, short_value  # noqa: F401
+from config import ConfigError, cell_key, cell_label, check_config, grid_values, short_value
 from records import Record, later
 from strategies import RunName, knobs_of
 from stats import (Paired, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, mean_or_none,

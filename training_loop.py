@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import flops as flop_count
-from config import LR_SCHEDULES, OPTIMIZERS, PRECISIONS, Config  # noqa: F401 (PRECISIONS: re-exported)
+from config import LR_SCHEDULES, PRECISIONS, Config  # noqa: F401 (PRECISIONS: re-exported)
 from models import FIRST, SECOND
 from records import HISTORY_KEYS, VALIDATION_KEYS, Epoch  # noqa: F401 (VALIDATION_KEYS: re-exported)
 from schedules import BOTH, AllUnits, Observation, RunShape, Schedule, UnitView, alternating, measures_of

@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import experiments
 import flops
 from conftest import ROOT, UnitRecorder, checkpoint_epochs, run_cli
 from data import TensorLoader, WindowLoader, augment_batch, bigram_bits_per_char, load_text, make_synthetic, \
