@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from schedules import measures_of
 from training_loop import Member, MemoryPeaks, precision_context, run_members, unit_flops
 
-ENGINE = "pack/1"
+ENGINE = "pack/2"  # 2: the hash dropout key counts a member's own steps (1 counted every stepping member's)
 BETAS, EPS, MOMENTUM = (0.9, 0.999), 1e-8, 0.9  # torch's Adam and AdamW defaults; SGD momentum 0.9
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1
 
@@ -168,7 +168,7 @@ class PackStep:
             self.correct += ((logits.detach().argmax(-1) == y).sum(1)) * active
         for i in plans:
             self.counts[i] += y.shape[1]
-            self.counters += active
+        self.counters += active  # each stepping member's own step count (the hash dropout's key), once a step
 
     def forward(self, x, train, eval_mode=None, bn_update=None, masks=None):
         """Logits (R, B, classes) of every member for its inputs x (R, B, D)."""
