@@ -569,7 +569,7 @@ def format_tuned(summary):
     if extra:
         head[head.index("pairs"):head.index("pairs")] = ["FLOPs x", f"to {ref}'s final: steps, FLOPs x (seeds)"]
     if memory:
-        head[-1:-1] = ["peak MB", "optimizer MB"]
+        head[-1:-1] = ["peak MB", "trainable MB", "optimizer MB"]
     body, matched = [], []
     star = lambda d: "*" if d and d.get("p_holm") is not None and d["p_holm"] < alpha else ""  # noqa: E731
     for g in summary["tuned"]:
@@ -596,7 +596,7 @@ def format_tuned(summary):
                             _to_target(e.get("to_target"), std.get("train_flops_mean"))]
             if memory:
                 m = e.get("memory") or {}
-                row[-1:-1] = [_mib(m.get("peak_bytes")), _mib(m.get("optimizer_bytes"))]
+                row[-1:-1] = [_mib(m.get("peak_bytes")), _mib(m.get("trainable_bytes")), _mib(m.get("optimizer_bytes"))]
             body.append(row)
             m = e.get("diff_vs_matched")
             if m:
@@ -616,6 +616,9 @@ def format_tuned(summary):
             "accuracy on the training batches as they were trained (dropout on), the gap train minus test "
             "by seed" + ("; test loss is the final epoch's mean cross-entropy on the test set"
                          + (" in bits per character" if chars else " (nats)") if loss else "")
+            + ("; memory, the means over those seeds of each run's peaks: the worker process's resident set "
+               "(device memory on CUDA), the bytes of the largest set of parameters that trains at once, and "
+               "the optimizer's state" if memory else "")
             + "\n" + text_table(head, body))
     if chars:
         text += (f"\na bigram model (add-one smoothing, fitted on the training text): "

@@ -374,3 +374,23 @@ def test_the_tuned_table_reports_test_loss_and_for_characters_bits_per_character
            for r in runs[:4]]  # saved before runs recorded memory: the column stays out, as the table was
     assert "test loss" not in head(format_tuned(summarize_sweep([({"lr": 0.001}, old)], ["lr"],
                                                                 selection_seeds=[0, 1]).to_json()))
+
+
+def test_the_tuned_table_reports_memory_peaks_as_means_over_the_reported_seeds():
+    """Memory beside accuracy: the peak resident set, the trainable parameters' and the optimizer
+    state's peak bytes, each the mean over the seeds reported (here the fresh seeds 2 and 3)."""
+    from sweep import format_tuned, summarize_sweep
+    MB = 2 ** 20
+
+    def run(strategy, seed, peak, trainable):
+        return as_run(strategy, seed, {"test_acc": [50.0], "val_acc": [50.0]}, memory={
+            "peak_resident_bytes": peak * MB, "trainable_param_bytes": trainable * MB, "optimizer_state_bytes": 8 * MB})
+    runs = [run("standard", s, 100 + 10 * s, 4) for s in range(4)]
+    runs += [run("cyclic-blocks", s, 90, 1 + s) for s in range(4)]
+    s = summarize_sweep([({"lr": 0.001}, runs)], ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3])
+    m = s.tuned[0].strategies["cyclic-blocks"].memory
+    assert m == {"peak_bytes": 90 * MB, "trainable_bytes": 3.5 * MB, "optimizer_bytes": 8 * MB}
+    table = format_tuned(s.to_json()).splitlines()
+    assert all(c in table[1] for c in ("peak MB", "trainable MB", "optimizer MB"))
+    rows = {line.split()[2]: line.split()[-3:] for line in table[3:5]}  # the last three columns: no note here
+    assert rows == {"standard": ["125.0", "4.0", "8.0"], "cyclic-blocks": ["90.0", "3.5", "8.0"]}
