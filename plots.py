@@ -127,7 +127,12 @@ def plot_comparison(runs, summary, path=None, title=""):
     n_seeds = max((len(g) for g in groups.values()), default=0)
     fig.suptitle(f"{title}\nlines: mean over {n_seeds} seed{'s' * (n_seeds > 1)}"
                  + ("; bands: +-1 std" if n_seeds > 1 else ""), fontsize=13)
-    fig.tight_layout(rect=(0, 0.05 + 0.025 * ((len(names) - 1) // 5), 1, 0.93))
+    return _laid_out(fig, path, rect=(0, 0.05 + 0.025 * ((len(names) - 1) // 5), 1, 0.93))
+
+
+def _laid_out(fig, path=None, rect=None):
+    """The figure laid out tightly (inside `rect` when given), saved to `path` if one is given."""
+    fig.tight_layout(**({} if rect is None else {"rect": rect}))
     if path:
         fig.savefig(path, dpi=110)
     return fig
@@ -240,10 +245,7 @@ def plot_sweep(summary, path=None, title=""):
     fig.colorbar(im, ax=a_map, fraction=0.04, pad=0.02, label="points")
     _tuned_panel(a_tuned, summary)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _laid_out(fig, path)
 
 
 def _tuned_panel(ax, summary):
@@ -330,10 +332,7 @@ def plot_accuracy_flops(summary, cells, path=None, title=""):
                title=", ".join(f"{k}={short_value(v)}" for k, v in g["group"].items()) or "tuned and confirmed")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: points stay visible
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _laid_out(fig, path)
 
 
 def _zoom(ax, points):
@@ -403,10 +402,7 @@ def plot_forest(rows, path=None, title=""):
                   "blue: equivalent within the margin (TOST, Holm)\nblack: not shown different; "
                   "grey: outside any declared family (unadjusted)", fontsize=8)
     ax.set_title(title, fontsize=11)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _laid_out(fig, path)
 
 
 def plot_gaps(rows, path=None, xlabel="", title="", margin=None, log_x=False):
@@ -440,7 +436,4 @@ def plot_gaps(rows, path=None, xlabel="", title="", margin=None, log_x=False):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    if path:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _laid_out(fig, path)

@@ -1,4 +1,6 @@
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,19 @@ def checkpoint_epochs(path):
         return len(torch.load(path, weights_only=False, mmap=True)["history"]["epoch"])
     except Exception:
         return 0
+
+
+def kill_at_epoch(proc, ckpt, epochs=2, timeout_s=120):
+    """SIGKILL `proc` as soon as its run's checkpoint holds `epochs` epochs (polling every 10 ms,
+    failing if the process ends first or nothing comes within timeout_s); the epochs saved then."""
+    t0 = time.time()
+    while checkpoint_epochs(ckpt) < epochs:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() - t0 < timeout_s, "no checkpoint in time"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return checkpoint_epochs(ckpt)
 
 
 class UnitRecorder:

@@ -1,16 +1,14 @@
 """Runs that survive being killed: epoch-end snapshots resume bit for bit."""
 import io
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from config import Config
-from conftest import ROOT, checkpoint_epochs
+from conftest import ROOT, kill_at_epoch
 from data import TensorLoader
 from strategies import RunName
 from training_loop import TrainSpec, fit
@@ -73,14 +71,7 @@ def test_sigkill_after_epoch_2_then_rerun_resumes_and_matches(tmp_path, name, ex
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cli(out, extra=extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoints" / f"{name}__seed0.pt"
-    t0 = time.time()
-    while checkpoint_epochs(ckpt) < 2:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() - t0 < 120, "no checkpoint in time"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    k = checkpoint_epochs(ckpt)
+    k = kill_at_epoch(proc, ckpt)
     assert 2 <= k < 5 and not (out / "runs" / f"{name}__seed0.json").exists()
 
     rerun = subprocess.run(_cli(out, extra=extra), cwd=ROOT, capture_output=True, text=True, timeout=300)

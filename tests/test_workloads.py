@@ -4,17 +4,15 @@ import copy
 import itertools
 import json
 import math
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import flops
-from conftest import ROOT, UnitRecorder, checkpoint_epochs, run_cli
+from conftest import ROOT, UnitRecorder, kill_at_epoch, run_cli
 from data import TensorLoader, WindowLoader, augment_batch, bigram_bits_per_char, load_text, make_synthetic, \
     read_documents, split_documents, strip_gutenberg
 from models import CharTransformer, FreezableMLP, ResNet
@@ -385,14 +383,8 @@ def test_a_killed_run_resumes_bit_identical(kind, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "experiments.py", *args, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt, t0 = out / "checkpoints" / "freezeout__seed0.pt", time.time()
-    while checkpoint_epochs(ckpt) < 2:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() - t0 < 180, "no checkpoint in time"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    k = checkpoint_epochs(ckpt)
+    ckpt = out / "checkpoints" / "freezeout__seed0.pt"
+    k = kill_at_epoch(proc, ckpt, timeout_s=180)
     assert 2 <= k < 4
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and f"resumed freezeout seed 0 from epoch {k}" in rerun.stdout, rerun.stderr
