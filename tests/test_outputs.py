@@ -34,7 +34,10 @@ def test_dry_run_in_a_fresh_clone_modifies_no_tracked_file_and_leaves_no_folder(
     for _ in range(2):  # the second one trains again: a smoke check after a code change tests the code
         p = subprocess.run([sys.executable, "experiments.py", "--dataset", "synthetic", "--dry-run", "--no-progress"],
                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "TMPDIR": str(tmp_path / "scratch")})
+                           # torch's own compile cache (made when torch.optim first imports torch._dynamo)
+                           # goes under TMPDIR unless an earlier test in this process already set it: fixed here
+                           env={**os.environ, "TMPDIR": str(tmp_path / "scratch"),
+                                "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "torch-cache")})
         assert p.returncode == 0, p.stderr
         assert "already in" not in p.stdout and p.stdout.count("seed 0  final acc") == 3
     after = {f: hashlib.sha1((tmp_path / f).read_bytes()).hexdigest() for f in before}
