@@ -17,6 +17,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "diff vs standard [95% CI]" in outputs  # the summary table printed
     assert "alternating-25" in outputs and "late-freeze[after=0.75]" in outputs  # the example plugin ran
+    assert "tiny-convnet" in outputs and (tmp_path / "out_convnet" / "runs" / "gradual-unfreezing__seed1.json").exists()
     assert (tmp_path / "out" / "comparison_results.png").exists()
     assert (tmp_path / "out" / "alternation_period.png").exists()
     # the second experiment kept the first one's strategies in the folder's summary
