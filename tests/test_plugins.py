@@ -457,3 +457,25 @@ def test_the_adaptive_example_plugin_with_two_workers(tmp_path):
         std = json.loads((out / "runs" / f"standard__seed{seed}.json").read_text())["history"]
         assert h["train_flops"][frozen_at] < std["train_flops"][frozen_at]  # unit 0 no longer trains
         assert h["train_flops"][frozen_at - 1] == std["train_flops"][frozen_at - 1]
+
+
+def test_a_plugin_joins_a_finished_protocol_and_only_its_own_runs_train(tmp_path, capsys):
+    """docs/usage.md's recipe: a protocol's command rerun with --plugin and one more strategy
+    reuses every run already in the folder; only the newcomer's tuning runs, its confirmation
+    runs and its equal-FLOPs standard runs train, and the family grows by its two comparisons."""
+    base = ["--dataset", "synthetic", "--train-size", "1024", "--test-size", "256", "--val-size", "256",
+            "--batch-size", "64", "--epochs", "2", "--seeds", "0-1", "--grid", "lr=1e-3,3e-3", "--tune", "lr",
+            "--confirm-seeds", "2", "--match-budget", "flops", "--no-progress", "--out", str(tmp_path / "p")]
+    code, _, err = run_cli(base + ["--strategies", "standard,alternating-epoch"], capsys)
+    assert code == 0, err
+    before = {f: f.stat().st_mtime_ns for f in (tmp_path / "p").rglob("runs/*.json")}
+    assert len(before) == 8 + 6  # 2 strategies x 2 lr x 2 seeds; then 2 x 2 fresh seeds and 2 matched runs
+    code, out, err = run_cli(base + ["--plugin", str(EXAMPLE), "--strategies", "standard,alternating-epoch,late-freeze"],
+                             capsys)
+    assert code == 0, err
+    assert "12 runs, 8 already in" in out and "confirmation: 4 runs to go" in out
+    trained = [line.split()[0] for line in out.splitlines() if "final acc" in line]
+    assert sorted(set(trained)) == ["late-freeze", "standard@flops=late-freeze"] and len(trained) == 8
+    assert all(f.stat().st_mtime_ns == t for f, t in before.items())  # the committed runs: read, never rewritten
+    family = json.loads((tmp_path / "p" / "sweep_summary.json").read_text())["family"]
+    assert family["size"] == 4  # alternating-epoch and late-freeze, each against tuned and equal-FLOPs standard
