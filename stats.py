@@ -276,6 +276,7 @@ class StrategySummary(Record):
     peak_memory_bytes: float | None = later()  # mean over seeds: the process's peak (device memory on CUDA)
     trainable_bytes: float | None = later()    # mean over seeds of the peak bytes of trainable parameters
     optimizer_bytes: float | None = later()    # and of optimizer state
+    identical: bool | None = later()  # True: on every seed, the very run the reference made (see same_computation)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,23 @@ class Summary(Record):
     runs_saved: int | None = None
     complete: bool | None = None
     bigram_bits: float | None = later()  # text: a bigram model's test bits per character, beside the runs'
+
+
+SAME_KEYS = ("train_loss", "test_loss", "test_acc", "param_updates", "train_flops")
+
+
+def same_computation(a, b):
+    """Whether two runs computed the same thing, epoch by epoch: equal losses, test accuracy,
+    parameter updates and FLOPs (a schedule that froze nothing on this network is standard)."""
+    return (len(a.history) == len(b.history) > 0
+            and all(getattr(x, k) == getattr(y, k) for x, y in zip(a.history, b.history) for k in SAME_KEYS))
+
+
+def identical_to(runs, ref):
+    """True when runs and ref share a seed and every shared seed's runs are the same computation;
+    None otherwise (absent from JSON)."""
+    common = [s for s in runs if s in ref]
+    return True if common and all(same_computation(runs[s], ref[s]) for s in common) else None
 
 
 def memory_means(runs):
@@ -337,7 +355,8 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
             updates_ratio=ratio(updates, ref_updates), epochs_to_target=mean_or_none(hit), reached_target=len(hit),
             test_loss_mean=mean_or_none(r.final.test_loss for r in good.values()) if _recent(good)
             else None, **dict(zip(("peak_memory_bytes", "trainable_bytes", "optimizer_bytes"),
-                                  memory_means(good.values()))))
+                                  memory_means(good.values()))),
+            identical=None if name == reference else identical_to(good, ref))
     return Summary(reference, target, target_frac, metric, out)
 
 
@@ -372,6 +391,8 @@ def format_table(summary):
         d = s["diff_vs_standard"]
         if name == summary["reference"]:
             diff = "(reference)"
+        elif s.get("identical"):
+            diff = f"identical to {summary['reference']}"
         elif d["mean"] is None:
             diff = "-"
         elif d["ci95_low"] is None:
@@ -397,6 +418,9 @@ def format_table(summary):
         if memory:
             rows[-1] += [_mb(s.get("peak_memory_bytes")), _mb(s.get("trainable_bytes")), _mb(s.get("optimizer_bytes"))]
     table = text_table(head, rows)
+    if any(s.get("identical") for s in summary["strategies"].values()):
+        table += (f"\nidentical to {summary['reference']}: on every seed the same losses, accuracy, updates and "
+                  f"FLOPs each epoch, so its schedule froze nothing on this network")
     if text:
         table += f"\na bigram model (add-one smoothing, fitted on the training text): {summary['bigram_bits']:.3f} test bits/char"
     return table

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields, replace
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, short_value
 from records import Record, later
 from strategies import RunName, knobs_of
-from stats import (Paired, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, mean_or_none,
-                   memory_means, paired, run_name, std_or_none, summarize, test_acc, test_samples, text_table,
-                   val_score, verdict)
+from stats import (Paired, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, identical_to,
+                   mean_or_none, memory_means, paired, run_name, std_or_none, summarize, test_acc, test_samples,
+                   text_table, val_score, verdict)
 
 ALPHA = 0.05
 MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
@@ -124,6 +124,7 @@ class TunedEntry(Record):
     to_target: dict | None = later()    # when its test metric first reached tuned standard's final mean (see time_to_target)
     memory: dict | None = later()       # mean peaks over the reported seeds: process or device, trainable, optimizer bytes
     test_loss_mean: float | None = later()  # mean final test loss in nats per scored item (text: per character)
+    identical: bool | None = later()    # True: on every reported seed, the very run the reference made
 
     def __post_init__(self):
         for k in ("variant", "matched_run"):  # their text, read from a summary
@@ -373,7 +374,9 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 other_metric=OtherMetric(_other(metric), mean_or_none(v for v in other.values() if v is not None),
                                          other_diff),
                 diff_vs_standard=diff, ties=c["ties"] or None,
-                memory=_memory(good_runs.values()), test_loss_mean=_test_loss(good_runs.values()))
+                memory=_memory(good_runs.values()), test_loss_mean=_test_loss(good_runs.values()),
+                identical=identical_to(good_runs, report[reference][1]) if reference in report and name != reference
+                else None)
         out.append(TunedGroup(dict(rest), _with_time_to_target(entries, report, reference)))
     return out, None
 
@@ -580,7 +583,9 @@ def format_tuned(summary):
                 continue
             d = e.get("diff_vs_standard")
             diff = "(reference)" if name == ref else format_diff(d) + star(d)
-            note = f"at the {e['at_edge']} tried: extend the grid" if e["at_edge"] else ""
+            note = "; ".join(n for n in (f"at the {e['at_edge']} tried: extend the grid" if e["at_edge"] else "",
+                                         f"identical to {ref} on every seed: froze nothing here"
+                                         if e.get("identical") else "") if n)
             choice = cell_label(e["choice"]) + (f" (tied with {'; '.join(cell_label(c) for c in e['ties'])}: the first "
                                                 f"in grid and knob order)" if e.get("ties") else "")
             row = [label, name, choice, _f(e["val_acc_mean"], ".2f"),

@@ -300,3 +300,27 @@ def test_stats_cli_leaves_out_a_run_whose_strategy_is_not_defined_and_reads_a_pl
     assert "late-freeze" in out and "-0.50 [" in out  # -1 and 0 points: the plugin's runs are read
     assert "no-such-strategy" not in out and "no-such-strategy__seed0.json is left out" in err
     assert "unknown strategy 'no-such-strategy'" in err and err.count("\n") == 1
+
+
+def test_a_schedule_that_froze_nothing_is_flagged_identical_not_equivalent():
+    """LISA on a network with one middle unit trains everything: the same computation as
+    standard. The tables say so instead of a +0.00 [+0.00, +0.00] that reads like a finding; one
+    differing epoch on one seed is enough to drop the flag."""
+    from sweep import format_tuned, summarize_sweep
+    h = lambda acc: {"test_acc": [50.0, acc], "val_acc": [50.0, 50.0], "train_loss": [1.0, 0.9],  # noqa: E731
+                     "train_flops": [10, 10]}
+    runs = [as_run("standard", s, h(60.0 + s)) for s in range(4)] + [as_run("lisa", s, h(60.0 + s)) for s in range(4)]
+    runs += [as_run("freezeout", s, h(60.0 + s + (s == 3) * 0.01)) for s in range(4)]
+    s = summarize(runs)
+    assert s.strategies["lisa"].identical is True and s.strategies["freezeout"].identical is None
+    assert s.strategies["standard"].identical is None
+    table = format_table(s.to_json())
+    assert "identical to standard" in next(line for line in table.splitlines() if line.startswith("lisa"))
+    assert "+0.00" not in next(line for line in table.splitlines() if line.startswith("lisa"))
+    assert "identical to standard" not in next(line for line in table.splitlines() if line.startswith("freezeout"))
+    tuned = summarize_sweep([({"lr": 0.001}, runs)], ["lr"], selection_seeds=[0, 1], confirm_seeds=[2, 3])
+    e = tuned.tuned[0].strategies
+    assert e["lisa"].identical is True and e["freezeout"].identical is None
+    lines = format_tuned(tuned.to_json()).splitlines()
+    assert next(line for line in lines if " lisa " in line).endswith("identical to standard on every seed: froze nothing here")
+    assert "froze nothing" not in next(line for line in lines if " freezeout " in line)

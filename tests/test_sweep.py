@@ -383,7 +383,7 @@ def test_the_tuned_table_reports_memory_peaks_as_means_over_the_reported_seeds()
     MB = 2 ** 20
 
     def run(strategy, seed, peak, trainable):
-        return as_run(strategy, seed, {"test_acc": [50.0], "val_acc": [50.0]}, memory={
+        return as_run(strategy, seed, {"test_acc": [50.0 + (strategy != "standard")], "val_acc": [50.0]}, memory={
             "peak_resident_bytes": peak * MB, "trainable_param_bytes": trainable * MB, "optimizer_state_bytes": 8 * MB})
     runs = [run("standard", s, 100 + 10 * s, 4) for s in range(4)]
     runs += [run("cyclic-blocks", s, 90, 1 + s) for s in range(4)]
