@@ -45,6 +45,7 @@ class Layout:
                 self.shapes.append(tuple(p.shape))
                 self.units.append(u)
         self.unit_count = len(model.units())
+        self.of_unit = [[n for n, v in zip(self.names, self.units) if v == u] for u in range(self.unit_count)]
 
 
 def hash_keep_masks(seeds, steps, layer, batch, width, keep):
@@ -90,9 +91,13 @@ class PackStep:
         self.gens = generators or [torch.Generator().manual_seed(s.seed) for s in specs]
         self.seeds = torch.tensor([s.seed for s in specs], dtype=torch.int64, device=self.device)
         self.counters = torch.zeros(self.R, dtype=torch.int64, device=self.device)  # hash dropout: steps taken
-        self._mask_cache, self._stepped = {}, set()  # _stepped: (param, member) pairs with a step (host side)
+        self._mask_cache, self._stepped = {}, set()  # _stepped: (member, unit) pairs with a step (host side)
+        self._grads, self._views = None, {}  # the gradients, zeroed in place each step, and views into them
         self.meters = [None] * self.R
         self.bytes = [MemoryPeaks([list(m.parameters()) for m in first.units()]) for _ in range(self.R)]
+        # the pack keeps every member's moments for every parameter: a member's state bytes never change
+        self.state_bytes = sum(t[0].numel() * t[0].element_size() for d in (self.m, self.v, self.steps)
+                               for t in d.values())
         for i, s in enumerate(specs):
             measures = measures_of(s.schedule, s.name) if s.schedule.closed_loop() else {}
             if measures:
@@ -153,16 +158,18 @@ class PackStep:
             logits = self.forward(x, train=True, eval_mode=eval_mode if any_eval else None, bn_update=bn_update,
                                   masks=masks)
             losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(R, -1).mean(1)
-        for p in self.params.values():
-            p.grad = None
+        if self._grads is not None:
+            torch._foreach_zero_(self._grads)  # in place: the views the optimizer step keeps stay valid
         (losses * active).sum().backward()
+        grads = [p.grad for p in self.params.values()]
+        if self._grads is None or any(g is not h for g, h in zip(grads, self._grads)):
+            self._grads, self._views = grads, {}  # the first step (autograd made the gradients)
         for i in plans:
             if self.meters[i]:
                 self.meters[i].add(plans[i].trainable)
         self._optimizer_step(plans, spec)
-        for i, plan in plans.items():  # the pack keeps every member's moments for every parameter
-            self.bytes[i].after_step(plan, lambda i=i: sum(t[i].numel() * t[i].element_size() for d in
-                                                           (self.m, self.v, self.steps) for t in d.values()))
+        for i, plan in plans.items():
+            self.bytes[i].after_step(plan, lambda: self.state_bytes)
         with torch.no_grad():
             self.loss_sum += (losses.detach() * y.shape[1]) * active
             self.correct += ((logits.detach().argmax(-1) == y).sum(1)) * active
@@ -230,34 +237,37 @@ class PackStep:
         """Adam, AdamW or SGD with momentum for exactly the (member, unit) pairs that train this
         step, one fused call per group of equal learning rates; what does not train is not touched,
         so its parameters and moments stay bit-for-bit as they were."""
-        groups = {}
+        sgd, groups = spec.settings.optimizer == "sgd", {}
         for r, plan in plans.items():
             if plan.reset:  # a fresh optimizer for this member: moments and step counts from zero
-                for n in self.layout.names:
-                    self.m[n][r].zero_()
-                    self.v[n][r].zero_()
-                    self.steps[n][r].zero_()
-                self._stepped.difference_update({(n, r) for n in self.layout.names})
-            for n, u in zip(self.layout.names, self.layout.units):
-                if u in plan.trainable:
-                    first = spec.settings.optimizer == "sgd" and (n, r) not in self._stepped  # SGD's momentum starts
-                    groups.setdefault((plan.lrs[u], first), []).append((n, r))
-                    self._stepped.add((n, r))
+                with torch.no_grad():
+                    torch._foreach_zero_([t[r] for d in (self.m, self.v, self.steps) for t in d.values()])
+                self._stepped.difference_update({(r, u) for u in range(self.layout.unit_count)})
+            for u in sorted(plan.trainable):
+                first = sgd and (r, u) not in self._stepped  # SGD's momentum buffer starts from the gradient
+                groups.setdefault((plan.lrs[u], first), []).extend(self._unit_views(r, u))
+                self._stepped.add((r, u))
         with torch.no_grad():
             for (lr, first), items in groups.items():
-                params = [self.params[n].detach()[r] for n, r in items]
-                grads = [self.params[n].grad[r] for n, r in items]
-                steps = [self.steps[n][r] for n, r in items]
+                params, grads, ms, vs, steps = map(list, zip(*items))
                 torch._foreach_add_(steps, 1)
-                if spec.settings.optimizer == "sgd":
-                    bufs = [self.m[n][r] for n, r in items]
-                    torch._fused_sgd_(params, grads, bufs, weight_decay=spec.settings.weight_decay, momentum=MOMENTUM,
+                if sgd:
+                    torch._fused_sgd_(params, grads, ms, weight_decay=spec.settings.weight_decay, momentum=MOMENTUM,
                                       lr=lr, dampening=0.0, nesterov=False, maximize=False, is_first_step=first)
                     continue
                 fused = torch._fused_adamw_ if spec.settings.optimizer == "adamw" else torch._fused_adam_
-                fused(params, grads, [self.m[n][r] for n, r in items], [self.v[n][r] for n, r in items], [], steps,
-                      amsgrad=False, lr=lr, beta1=BETAS[0], beta2=BETAS[1], weight_decay=spec.settings.weight_decay, eps=EPS,
-                      maximize=False, grad_scale=None, found_inf=None)
+                fused(params, grads, ms, vs, [], steps, amsgrad=False, lr=lr, beta1=BETAS[0], beta2=BETAS[1],
+                      weight_decay=spec.settings.weight_decay, eps=EPS, maximize=False, grad_scale=None, found_inf=None)
+
+    def _unit_views(self, r, u):
+        """Member r's (parameter, gradient, first moment or momentum, second moment, step count)
+        views for each parameter of unit u, made once: the tensors they view live for the whole run,
+        so a step builds lists, not views (host time is what a small model's step costs on a GPU)."""
+        key = (r, u)
+        if key not in self._views:
+            self._views[key] = [(self.params[n].detach()[r], self.params[n].grad[r], self.m[n][r], self.v[n][r],
+                                 self.steps[n][r]) for n in self.layout.of_unit[u]]
+        return self._views[key]
 
     # --- the epoch's end ----------------------------------------------------------------------
     def epoch_totals(self):
@@ -315,7 +325,8 @@ class PackStep:
                 self.m[n][i].copy_(snap["optimizers"]["m"][n])
                 self.v[n][i].copy_(snap["optimizers"]["v"][n])
                 self.steps[n][i].copy_(snap["optimizers"]["steps"][n])
-            self._stepped.update((n, i) for n in self.layout.names if float(snap["optimizers"]["steps"][n]) > 0)
+            self._stepped.update((i, u) for u, names in enumerate(self.layout.of_unit)
+                                 if any(float(snap["optimizers"]["steps"][n]) > 0 for n in names))
             for b in range(self.depth):
                 self.bn_mean[b][i].copy_(snap["model"][f"blocks.{b}.1.running_mean"])
                 self.bn_var[b][i].copy_(snap["model"][f"blocks.{b}.1.running_var"])
