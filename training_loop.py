@@ -11,6 +11,7 @@ presets over it.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import resource
@@ -430,7 +431,8 @@ class Member:
         self.at["schedule_state"] = self.spec.schedule.observe(self.at["schedule_state"], obs, self.run)
 
     def snapshot(self):
-        return {"at": dict(self.at), "history": self.history}
+        """A copy: a snapshot kept in memory must not grow with the run it was taken from."""
+        return copy.deepcopy({"at": self.at, "history": self.history})
 
     def fitted(self):
         return Fitted(self.history, self.at["schedule_state"], dict(self.at.get("memory", {})))
@@ -575,8 +577,9 @@ class ModuleStep:
             self.meter.reset()
 
     def snapshot(self, i=0):
-        return {"model": self.model.state_dict(), "optimizers": self.opts.state_dict(),
-                "loader": self.loader.state_dict(), "rng": rng_state(self.device), "engine": ENGINE}
+        # copies (state_dict() holds the live tensors): a snapshot kept in memory resumes from its epoch
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizers": self.opts.state_dict(),
+                              "loader": self.loader.state_dict(), "rng": rng_state(self.device), "engine": ENGINE})
 
     def batches(self, members):
         """Each step's {member: batch size}; the batch waits here for step()."""

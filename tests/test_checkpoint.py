@@ -55,6 +55,31 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_history(tiny, name, sc
         assert torch.equal(p, q), n
 
 
+def test_a_snapshot_kept_in_memory_stays_at_its_epoch(tiny, device, make_model):
+    """on_epoch_end's snapshot is a value: kept as it is (no copy, no file), it still holds its own
+    epoch's history and weights after the run goes on, and resumes from there. Before, it held
+    the live history and tensors, so a kept snapshot 'resumed' at the run's end and trained nothing."""
+    from models import FreezableMLP
+    from pack import fit_pack
+    spec = TrainSpec.of(Config(epochs=3), RunName.parse("alternating-epoch"))
+    test = TensorLoader(tiny.x_test, tiny.y_test, 128)
+    torch.manual_seed(0)
+    model, snaps = make_model(), []
+    full = fit(model, TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=0), test, spec, device=device,
+               on_epoch_end=snaps.append).history
+    assert [len(s["history"]["epoch"]) for s in snaps] == [1, 2, 3]
+    assert not all(torch.equal(a, b) for a, b in zip(snaps[0]["model"].values(), model.state_dict().values()))
+    torch.manual_seed(1)
+    again = fit(make_model(), TensorLoader(tiny.x_train, tiny.y_train, 64, shuffle=True, seed=1), test, spec,
+                device=device, resume=snaps[0]).history
+    assert again["train_loss"] == full["train_loss"] and again["steps"] == full["steps"]
+    torch.manual_seed(0)
+    packed = {}
+    fit_pack([FreezableMLP(tiny.input_size, (32, 32), 10, 0.0)], [TensorLoader(tiny.x_train, tiny.y_train, 64,
+             shuffle=True, seed=0)], test, [spec], device=device, on_epoch_end=lambda i, s: packed.setdefault(i, []).append(s))
+    assert [len(s["history"]["epoch"]) for s in packed[0]] == [1, 2, 3]
+
+
 def _cli(out, epochs=5, extra=()):
     return [sys.executable, "experiments.py", "--dataset", "synthetic", "--train-size", "3000",
             "--test-size", "256", "--batch-size", "64", "--epochs", str(epochs), "--seeds", "1",

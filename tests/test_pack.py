@@ -253,6 +253,18 @@ def test_the_hash_dropout_is_each_members_own_whatever_the_pack_holds(data):
         assert a["train_loss"] == b["train_loss"] and a["test_acc"] == b["test_acc"]
 
 
+def test_an_sgd_pack_resumed_from_its_snapshots_continues_bit_for_bit(data):
+    """SGD's momentum buffer starts from the first gradient of each (member, unit); a resumed pack
+    must know which units already stepped, or it would restart their momentum. Alternating-epoch's
+    second half first trains in epoch 2, after the resume."""
+    specs = _specs(["standard", "alternating-epoch"], epochs=3, optimizer="sgd", lr=0.01)
+    snaps = {}
+    full = _pack(data, specs, snaps)
+    resumed = _pack(data, specs, resumes=[snaps[0][0], snaps[1][0]])  # from epoch 1
+    for (a, _), (b, _) in zip(full, resumed):
+        assert a["train_loss"] == b["train_loss"] and a["test_acc"] == b["test_acc"]
+
+
 def test_with_hash_dropout_a_member_trains_the_same_whatever_else_the_pack_holds(data):
     """The hash masks are keyed by a member's own step count, so a member's run must not depend on
     how many others step beside it (on CUDA a pack's members are whichever runs the launcher
