@@ -364,10 +364,8 @@ class _PackMeter:
         self.meter.reset()
 
     def add(self, trainable):
-        s, units = self.step, self.step.layout.units
-        grads = [[s.params[n].grad[self.i] for n, v in zip(s.layout.names, units) if v == u]
-                 for u in range(s.layout.unit_count)]
-        self.meter.add(trainable, grads)
+        s = self.step
+        self.meter.add(trainable, [[views[1] for views in s._unit_views(self.i, u)] for u in range(s.layout.unit_count)])
 
     def read(self):
         return self.meter.read()
