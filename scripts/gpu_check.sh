@@ -16,7 +16,8 @@
 #    run of each through the CLI with --device cuda (peak memory from max_memory_allocated)  cap 60 + 2 x 30 s
 # 3. benchmark.py --device cuda: single engine and packs of 1, 16 and 64 runs, fp32, tf32 and bf16,
 #    runs per hour with evaluation and the fraction of each precision's matmul ceiling        cap 80 s
-#    (at 4768bb1, with 3 repeats, it printed nothing in 80 s: now 1 repeat, output unbuffered)
+#    (at 4768bb1, with 3 repeats, it printed nothing in 80 s: now 1 repeat, output unbuffered);
+#    then scripts/pack_host_time.py --device cuda: ms per pack step at tiny sizes              cap 25 s
 # 4. 15 classic runs (core strategies x 5 seeds, 15 epochs, evaluation every epoch) as one pack: the
 #    wall time, start-up excluded (target <= 10 s; at 4768bb1 it had not finished in 45 s)      cap 90 s
 # 5. 2 local workers against 1 on the pack engine: equal run for run (non-timing columns)  cap 2 x 35 s
@@ -63,6 +64,9 @@ done
 timeout 80 "$PY" benchmark.py --device cuda --repeats 1 --precisions fp32,tf32,bf16 --pack 1,16,64 --skip-reference \
     --json "$OUT/benchmark_cuda.json" > "$OUT/benchmark.txt" 2>&1
 step "benchmark --device cuda --pack 1,16,64" $?
+# 3b. the pack's host cost per step at tiny sizes, on the GPU (launch-bound by construction)
+timeout 25 "$PY" scripts/pack_host_time.py --device cuda --repeats 1 --steps 50 > "$OUT/pack_host_time.txt" 2>&1
+step "scripts/pack_host_time.py --device cuda" $?
 
 # 4. 15 classic runs as one pack, timed by the runs themselves (training and evaluation seconds)
 CLASSIC=(--dataset synthetic --train-size 50000 --test-size 10000 --epochs 15 --seeds 5 --strategies core
