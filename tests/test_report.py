@@ -81,3 +81,16 @@ def test_the_headline_is_drawn_from_the_committed_folders(tmp_path):
     resets = [r for r in rows if "optimizer resets" in r.section]
     assert len(resets) == 2 and all(r.diff.pairs == 10 for r in resets)
     assert [r.diff.p_holm for r in resets] == pytest.approx(holm([r.diff.p_value for r in resets]))
+
+
+def test_the_cnn_and_gpt_protocols_join_the_headline_once_confirmed_and_not_before(tmp_path):
+    _summary(tmp_path / report.CNN, {}, {"lisa": -0.4, "gradual-unfreezing": 0.1})
+    rows, notes = report.collect(tmp_path)
+    cnn = [r for r in rows if r.section.startswith("ResNet-8 (cnn)")]
+    assert sorted((r.label, r.diff.mean) for r in cnn) == [("gradual-unfreezing vs tuned standard", 0.1),
+                                                           ("lisa vs tuned standard", -0.4)]
+    assert any(str(tmp_path / report.GPT) in n and "not run yet" in n for n in notes)
+    _write(tmp_path / report.CNN, complete=False)  # under way: a note, no rows
+    rows, notes = report.collect(tmp_path)
+    assert not [r for r in rows if r.section.startswith("ResNet-8")]
+    assert any(str(tmp_path / report.CNN) in n and "not confirmed" in n for n in notes)
