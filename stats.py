@@ -353,8 +353,7 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
             diff_vs_standard=diff, epoch_time_s=epoch_time, time_ratio=ratio(epoch_time, ref_time),
             train_flops=flops, flops_ratio=ratio(flops, ref_flops), param_updates=updates,
             updates_ratio=ratio(updates, ref_updates), epochs_to_target=mean_or_none(hit), reached_target=len(hit),
-            test_loss_mean=mean_or_none(r.final.test_loss for r in good.values()) if _recent(good)
-            else None, **dict(zip(("peak_memory_bytes", "trainable_bytes", "optimizer_bytes"),
+            test_loss_mean=mean_test_loss(good.values()), **dict(zip(("peak_memory_bytes", "trainable_bytes", "optimizer_bytes"),
                                   memory_means(good.values()))),
             identical=None if name == reference else identical_to(good, ref))
     return Summary(reference, target, target_frac, metric, out)
@@ -363,7 +362,19 @@ def summarize(runs, reference="standard", target_frac=0.95, metric="final"):
 def _recent(runs):
     """Whether the runs were saved since runs record their workload and memory: only they get the
     fields added then, so the summaries of older folders are rewritten byte for byte as they were."""
-    return any(r.memory is not None for r in runs.values())
+    return any(r.memory is not None for r in runs)
+
+
+def mean_test_loss(runs):
+    """Mean final test loss (nats per scored item) over the runs; None for runs saved before runs
+    recorded memory (see _recent)."""
+    runs = list(runs)
+    return mean_or_none(r.final.test_loss for r in runs) if _recent(runs) else None
+
+
+def bigram_line(bits):
+    """The line a text workload's tables end with: the bigram baseline, in test bits per character."""
+    return f"a bigram model (add-one smoothing, fitted on the training text): {bits:.3f} test bits/char"
 
 
 def _mb(x):
@@ -422,7 +433,7 @@ def format_table(summary):
         table += (f"\nidentical to {summary['reference']}: on every seed the same losses, accuracy, updates and "
                   f"FLOPs each epoch, so its schedule froze nothing on this network")
     if text:
-        table += f"\na bigram model (add-one smoothing, fitted on the training text): {summary['bigram_bits']:.3f} test bits/char"
+        table += "\n" + bigram_line(summary["bigram_bits"])
     return table
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields, replace
 from config import ConfigError, cell_key, cell_label, check_config, grid_values, short_value
 from records import Record, later
 from strategies import RunName, knobs_of
-from stats import (Paired, adjust, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm, identical_to,
-                   mean_or_none, memory_means, paired, run_name, std_or_none, summarize, test_acc, test_samples,
-                   text_table, val_score, verdict)
+from stats import (Paired, adjust, bigram_line, compare, final_acc, final_train_acc, final_val_acc, format_diff, holm,
+                   identical_to, mean_or_none, mean_test_loss, memory_means, paired, run_name, std_or_none, summarize,
+                   test_acc, test_samples, text_table, val_score, verdict)
 
 ALPHA = 0.05
 MARGIN = 0.25  # points of test accuracy: the equivalence margin, declared before the runs (RESULTS.md)
@@ -374,7 +374,7 @@ def tuned_comparison(cells, keys, reference="standard", tune=(), metric="final",
                 other_metric=OtherMetric(_other(metric), mean_or_none(v for v in other.values() if v is not None),
                                          other_diff),
                 diff_vs_standard=diff, ties=c["ties"] or None,
-                memory=_memory(good_runs.values()), test_loss_mean=_test_loss(good_runs.values()),
+                memory=_memory(good_runs.values()), test_loss_mean=mean_test_loss(good_runs.values()),
                 identical=identical_to(good_runs, report[reference][1]) if reference in report and name != reference
                 else None)
         out.append(TunedGroup(dict(rest), _with_time_to_target(entries, report, reference)))
@@ -385,13 +385,6 @@ def _memory(runs):
     peak, trainable, optimizer = memory_means(runs)
     return None if peak is None and trainable is None else {"peak_bytes": peak, "trainable_bytes": trainable,
                                                             "optimizer_bytes": optimizer}
-
-
-def _test_loss(runs):
-    """Mean final test loss over the runs, for runs saved since runs record memory (None for older
-    folders, so that their summaries are rewritten as they were)."""
-    runs = list(runs)
-    return mean_or_none(r.final.test_loss for r in runs) if any(r.memory is not None for r in runs) else None
 
 
 def time_to_target(runs, target):
@@ -626,8 +619,7 @@ def format_tuned(summary):
                "the optimizer's state" if memory else "")
             + "\n" + text_table(head, body))
     if chars:
-        text += (f"\na bigram model (add-one smoothing, fitted on the training text): "
-                 f"{summary['bigram_bits']:.3f} test bits/char")
+        text += "\n" + bigram_line(summary["bigram_bits"])
     if matched:
         text += ("\nequal compute: each strategy against a standard run (standard's tuned settings, its lr "
                  "schedule fitted) stopped at the strategy's training FLOPs, same fresh seeds\n"
